@@ -1,0 +1,130 @@
+"""The one frozen settings object; the only reader of ``MODERATION_*`` environment variables.
+
+Every field has a description: the README's settings table is generated from them
+(``moderation settings --markdown``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from moderation.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of every command, read once from the environment (prefix ``MODERATION_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODERATION_", frozen=True, extra="forbid")
+
+    # --- broker -------------------------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "", description="Kafka bootstrap servers (host:port,...). Empty: use the embedded broker from `moderation up`."
+    )
+    kafka_security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security protocol.")
+    kafka_sasl_mechanism: SaslMechanism | None = Field(None, description="SASL mechanism when SASL is on.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+    consumer_group: str = Field("moderation-worker", description="Consumer group of the workers.")
+    session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="Consumer session timeout; short values make joins and failover fast."
+    )
+    heartbeat_interval_ms: int = Field(1_000, ge=100, description="Consumer heartbeat interval.")
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1_000, description="Longest gap between polls before the broker evicts the consumer."
+    )
+    # --- topics -------------------------------------------------------------------------------------------
+    topic_posts: str = Field("posts", description="Topic the worker consumes (`post.v1`).")
+    topic_verdicts: str = Field("verdicts", description="Topic of `verdict.v1` messages, keyed by post id.")
+    topic_review: str = Field("review", description="Topic of verdicts whose action is `review`, for moderators.")
+    topic_dead_letter: str = Field("dead-letter", description="Topic of `dead_letter.v1` records.")
+    topic_decisions: str = Field("decisions", description="Topic of moderators' `review_decision.v1` messages.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions per topic created by `moderation up`.")
+    dead_letter_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=60_000, description="Retention of the dead-letter topic (it keeps original bytes)."
+    )
+    # --- cache --------------------------------------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL (redis:// or rediss://, may carry a password). Empty: the embedded cache."
+    )
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="TTL of cached encodings and verdicts.")
+    # --- embedded stack -----------------------------------------------------------------------------------
+    state_dir: Path = Field(
+        Path(".state"), description="Folder of the embedded stack's pids, ports and logs, and other local state."
+    )
+    embedded_kafka_port: int = Field(19092, ge=0, le=65535, description="Port of the embedded broker (0: any free).")
+    embedded_redis_port: int = Field(16379, ge=0, le=65535, description="Port of the embedded cache (0: any free).")
+    # --- models -------------------------------------------------------------------------------------------
+    device: DeviceName = Field("auto", description="Where models run: `auto` picks CUDA when present.")
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default).")
+    text_encoder: str = Field("minilm-l6", description="Registered text encoder name, or a sentence-transformers folder.")
+    image_encoder: str = Field("efficientnet-lite0", description="Registered image encoder name.")
+    model_dir: Path = Field(Path("models/default"), description="Fusion model artifact folder.")
+    policy_file: Path | None = Field(None, description="Policy YAML; empty: the policy shipped with the model.")
+    # --- batching -----------------------------------------------------------------------------------------
+    batch_max_size: int = Field(64, ge=1, description="Most posts the worker processes in one batch.")
+    batch_max_wait_ms: int = Field(50, ge=0, description="Longest a batch waits to fill before it runs.")
+    text_batch_size: int = Field(64, ge=1, description="Texts per encoder forward pass.")
+    image_batch_size: int = Field(32, ge=1, description="Images per encoder forward pass.")
+    # --- limits -------------------------------------------------------------------------------------------
+    max_message_bytes: int = Field(
+        900_000, ge=1024, description="Largest post message accepted (Apache Kafka's default limit is about 1 MB)."
+    )
+    max_text_chars: int = Field(20_000, ge=1, description="Longest text accepted, in characters.")
+    max_images_per_post: int = Field(16, ge=0, description="Most images accepted in one post.")
+    max_image_bytes: int = Field(8_000_000, ge=1, description="Largest encoded image accepted.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height accepted (bomb guard).")
+    max_image_frames: int = Field(100, ge=1, description="Most frames accepted in an animated image.")
+    max_json_depth: int = Field(32, ge=2, description="Deepest JSON nesting accepted in a post.")
+    # --- stores -------------------------------------------------------------------------------------------
+    stores: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Image stores by name, as JSON: {"media": "/srv/media"}. Only these may be referenced.',
+    )
+    # --- observability ------------------------------------------------------------------------------------
+    metrics_port: int = Field(9400, ge=0, le=65535, description="Port of `/metrics`, `/healthz` and `/readyz`.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _parse_stores(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'MODERATION_STORES must be a JSON object like {{"media": "/srv/media"}}: {exc}')
+        return value
+
+    @cached_property
+    def resolved_device(self) -> str:
+        """The concrete torch device: ``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides; a bad value raises ``ConfigError``."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MODERATION_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,55 @@
+"""Shared vocabulary of the pipeline: enums for modalities, actions and reason codes.
+
+These are the values that cross stage boundaries and appear in published messages, so they are enums (the
+JSON schemas list the same strings) rather than magic strings or ints.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Modality(str, enum.Enum):
+    """A kind of content a post may carry. Missing modalities are explicit, never zero vectors."""
+
+    TEXT = "text"
+    IMAGE = "image"
+
+
+class Action(str, enum.Enum):
+    """The overall decision on a post, ordered from least to most severe."""
+
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ALLOW: 0, Action.REVIEW: 1, Action.BLOCK: 2}
+
+
+class ReasonCode(str, enum.Enum):
+    """Machine-readable reasons why a message became a dead-letter record (``dead_letter.v1``)."""
+
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    TOO_DEEP = "too_deep"
+    SCHEMA_INVALID = "schema_invalid"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    TEXT_TOO_LONG = "text_too_long"
+    TOO_MANY_IMAGES = "too_many_images"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_TOO_MANY_PIXELS = "image_too_many_pixels"
+    IMAGE_TOO_MANY_FRAMES = "image_too_many_frames"
+    IMAGE_UNSUPPORTED_TYPE = "image_unsupported_type"
+    IMAGE_CONTENT_TYPE_MISMATCH = "image_content_type_mismatch"
+    IMAGE_CORRUPT = "image_corrupt"
+    INVALID_BASE64 = "invalid_base64"
+    STORE_UNKNOWN = "store_unknown"
+    STORE_KEY_ESCAPES = "store_key_escapes"
+    STORE_OBJECT_MISSING = "store_object_missing"
+    INTERNAL_ERROR = "internal_error"
