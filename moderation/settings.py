@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     # --- models -------------------------------------------------------------------------------------------
     device: DeviceName = Field("auto", description="Where models run: `auto` picks CUDA when present.")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default).")
-    text_encoder: str = Field("minilm-l6", description="Registered text encoder name, or a sentence-transformers folder.")
+    text_encoder: str = Field(
+        "minilm-l6", description="Registered text encoder name, or a sentence-transformers folder."
+    )
     image_encoder: str = Field("efficientnet-lite0", description="Registered image encoder name.")
     model_dir: Path = Field(Path("models/default"), description="Fusion model artifact folder.")
     policy_file: Path | None = Field(None, description="Policy YAML; empty: the policy shipped with the model.")
@@ -104,7 +106,8 @@ class Settings(BaseSettings):
             try:
                 return json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
-                raise ValueError(f'MODERATION_STORES must be a JSON object like {{"media": "/srv/media"}}: {exc}')
+                example = '{"media": "/srv/media"}'
+                raise ValueError(f"MODERATION_STORES must be a JSON object like {example}: {exc}") from exc
         return value
 
     @cached_property

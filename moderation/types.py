@@ -9,14 +9,14 @@ from __future__ import annotations
 import enum
 
 
-class Modality(str, enum.Enum):
+class Modality(enum.StrEnum):
     """A kind of content a post may carry. Missing modalities are explicit, never zero vectors."""
 
     TEXT = "text"
     IMAGE = "image"
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """The overall decision on a post, ordered from least to most severe."""
 
     ALLOW = "allow"
@@ -31,7 +31,7 @@ class Action(str, enum.Enum):
 _SEVERITY = {Action.ALLOW: 0, Action.REVIEW: 1, Action.BLOCK: 2}
 
 
-class ReasonCode(str, enum.Enum):
+class ReasonCode(enum.StrEnum):
     """Machine-readable reasons why a message became a dead-letter record (``dead_letter.v1``)."""
 
     NOT_UTF8 = "not_utf8"

@@ -1,0 +1,5 @@
+"""``python -m moderation`` runs the command-line interface."""
+
+from moderation.cli import main
+
+main()
