@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     )
     # --- observability ------------------------------------------------------------------------------------
     metrics_port: int = Field(9400, ge=0, le=65535, description="Port of `/metrics`, `/healthz` and `/readyz`.")
+    debug_kill_before_commit_batch: int = Field(
+        0, ge=0, description="Fault-injection hook for crash tests: SIGKILL the worker before committing batch N."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("stores", mode="before")

@@ -7,6 +7,7 @@ JSON schemas list the same strings) rather than magic strings or ints.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 
 
 class Modality(enum.StrEnum):
@@ -53,3 +54,56 @@ class ReasonCode(enum.StrEnum):
     STORE_KEY_ESCAPES = "store_key_escapes"
     STORE_OBJECT_MISSING = "store_object_missing"
     INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One message as the stream client delivered it: the bytes and where they came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a post: its encoded bytes, declared type and SHA-256 (the cache key and hash-list key)."""
+
+    data: bytes = field(repr=False)
+    declared_type: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DecodedPost:
+    """A post that passed validation and limits; ``text`` is the raw text (normalised only inside encoders)."""
+
+    record: RawRecord
+    post_id: str
+    tenant: str
+    created_at: str
+    text: str | None
+    images: tuple[ImageInput, ...]
+    content_hash: str
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        present = []
+        if self.text:
+            present.append(Modality.TEXT)
+        if self.images:
+            present.append(Modality.IMAGE)
+        return tuple(present)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message cannot be processed: becomes one ``dead_letter.v1`` record carrying the original bytes."""
+
+    record: RawRecord
+    reason: ReasonCode
+    detail: str
+    post_id: str | None = None

@@ -1,0 +1,118 @@
+"""Commands that move messages: ``worker``, ``produce`` and ``tail``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from moderation.ingest.connection import kafka_client_options, resolve_endpoints
+from moderation.settings import load_settings
+
+
+@click.command()
+def worker() -> None:
+    """Run a stream worker: posts topic in, verdicts / review / dead-letter topics out."""
+    from moderation.observability.logs import configure_logging
+    from moderation.worker import run_worker
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(run_worker(settings))
+
+
+@click.command()
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="JSON lines, one message per line (lines that are not JSON are sent as they are).",
+)
+@click.option("--rate", type=float, default=0.0, help="Messages per second (0: as fast as the broker takes them).")
+@click.option("--topic", default=None, help="Topic (default: the posts topic).")
+def produce(path: Path, rate: float, topic: str | None) -> None:
+    """Replay posts from a file into the posts topic, with a progress bar."""
+    from tqdm import tqdm
+
+    settings = load_settings()
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    sent = produce_lines(lines, topic or settings.topic_posts, rate, progress=tqdm(total=len(lines), unit="msg"))
+    click.echo(f"sent {sent} messages to {topic or settings.topic_posts}")
+
+
+def produce_lines(lines: list[bytes], topic: str, rate: float = 0.0, progress: object | None = None) -> int:
+    """Send each line (keyed by its ``post_id`` when it has one) and wait for every acknowledgement."""
+    from kafka import KafkaProducer
+
+    settings = load_settings()
+    producer = KafkaProducer(
+        bootstrap_servers=resolve_endpoints(settings).kafka_bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        **kafka_client_options(settings),
+    )
+    started = time.monotonic()
+    futures = []
+    for index, line in enumerate(lines):
+        if rate > 0:
+            time.sleep(max(0.0, started + index / rate - time.monotonic()))
+        futures.append(producer.send(topic, key=_post_id(line), value=line))
+        if progress is not None:
+            progress.update(1)  # type: ignore[attr-defined]
+    for future in futures:
+        future.get(timeout=60)
+    producer.close()
+    return len(futures)
+
+
+def _post_id(line: bytes) -> bytes | None:
+    try:
+        post_id = json.loads(line).get("post_id")
+    except (ValueError, AttributeError):
+        return None
+    return post_id.encode() if isinstance(post_id, str) else None
+
+
+@click.command()
+@click.argument("which", type=click.Choice(["verdicts", "review", "dead-letter", "decisions", "posts"]))
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message instead of new ones.")
+@click.option("--limit", type=int, default=0, help="Stop after this many messages (0: never).")
+def tail(which: str, from_beginning: bool, limit: int) -> None:
+    """Print messages of a topic as they arrive, one JSON document a line."""
+    from kafka import KafkaConsumer
+
+    settings = load_settings()
+    topic = {
+        "verdicts": settings.topic_verdicts,
+        "review": settings.topic_review,
+        "dead-letter": settings.topic_dead_letter,
+        "decisions": settings.topic_decisions,
+        "posts": settings.topic_posts,
+    }[which]
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=resolve_endpoints(settings).kafka_bootstrap,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        group_id=None,
+        **kafka_client_options(settings),
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    seen = 0
+    try:
+        for message in consumer:
+            click.echo(message.value.decode("utf-8", errors="replace"))
+            seen += 1
+            if limit and seen >= limit:
+                break
+    finally:
+        consumer.close()
+
+
+COMMANDS = [worker, produce, tail]

@@ -1,0 +1,169 @@
+"""The project's thin Kafka layer: the only module that talks to a stream client library.
+
+Stages see :class:`RawRecord` batches and an ``Outgoing`` message list; the worker sees :class:`StreamConsumer`
+and :class:`StreamProducer`. The implementation here uses aiokafka, the asyncio Kafka client that faust-streaming
+itself runs on, driven directly so that offsets are committed only after every message they cover has been
+acknowledged by the broker (see the README for why faust's agent model is not used for that loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from moderation.ingest.connection import kafka_client_options
+from moderation.settings import Settings
+from moderation.types import RawRecord
+
+log = logging.getLogger(__name__)
+
+Offsets = Mapping[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def next_offsets(records: Iterable[RawRecord]) -> dict[tuple[str, int], int]:
+    """The offsets to commit after ``records``: one past the highest offset per partition."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        position = (record.topic, record.partition)
+        offsets[position] = max(offsets.get(position, 0), record.offset + 1)
+    return offsets
+
+
+class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.assigned: set[TopicPartition] = set()
+        self.joined = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.assigned.difference_update(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned.update(assigned)
+        self.joined.set()
+
+
+class StreamConsumer:
+    """A consumer-group member that hands out batches by size and time and commits explicit offsets."""
+
+    def __init__(self, settings: Settings, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.tracker = _AssignmentTracker()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=settings.consumer_group,
+            client_id="moderation-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes * 2),
+            fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 4),
+            **kafka_client_options(settings, flavour="aiokafka"),
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=self.tracker)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    @property
+    def joined(self) -> bool:
+        """True once the group has assigned this member its partitions (it may be none)."""
+        return self.tracker.joined.is_set()
+
+    async def poll_batch(self, max_records: int, max_wait_ms: int, idle_wait_ms: int = 1000) -> list[RawRecord]:
+        """Up to ``max_records``: waits up to ``idle_wait_ms`` for the first, then ``max_wait_ms`` to fill up."""
+        records: list[RawRecord] = []
+        first = await self._consumer.getmany(timeout_ms=idle_wait_ms, max_records=max_records)
+        records.extend(_convert(first))
+        deadline = time.monotonic() + max_wait_ms / 1000
+        while records and len(records) < max_records:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = await self._consumer.getmany(timeout_ms=remaining_ms, max_records=max_records - len(records))
+            records.extend(_convert(more))
+        return records
+
+    async def commit(self, offsets: Offsets) -> bool:
+        """Commit offsets; False when a rebalance moved a partition away (its records will be redelivered)."""
+        if not offsets:
+            return True
+        try:
+            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("offset commit refused after a rebalance; those posts will be redelivered: %s", exc)
+            return False
+        return True
+
+    async def lag(self) -> dict[int, int]:
+        """Messages not yet consumed, per assigned partition."""
+        assigned = list(self.tracker.assigned)
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(assigned)
+        return {tp.partition: max(0, ends[tp] - await self._consumer.position(tp)) for tp in assigned}
+
+
+def _convert(batch: Mapping[TopicPartition, list[Any]]) -> list[RawRecord]:
+    return [
+        RawRecord(
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key,
+            value=r.value or b"",
+            timestamp_ms=r.timestamp,
+        )
+        for records in batch.values()
+        for r in records
+    ]
+
+
+class StreamProducer:
+    """Publishes messages and waits for the broker's acknowledgement of every one."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id="moderation-worker",
+            acks="all",
+            linger_ms=5,
+            max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+            request_timeout_ms=30_000,
+            **kafka_client_options(settings, flavour="aiokafka"),
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, messages: Iterable[Outgoing]) -> None:
+        """Send all messages and return once the broker acknowledged each; raises ``KafkaError`` otherwise."""
+        pending: list[Awaitable[Any]] = [await self._producer.send(m.topic, value=m.value, key=m.key) for m in messages]
+        await asyncio.gather(*pending)
+
+
+__all__ = ["KafkaError", "Outgoing", "StreamConsumer", "StreamProducer", "next_offsets"]

@@ -1,0 +1,45 @@
+"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (can take work).
+
+Served by aiohttp on the worker's own event loop, so a scrape sees the state of the loop that does the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from moderation.observability.metrics import Metrics
+
+
+def build_app(metrics: Metrics, ready: Callable[[], bool]) -> web.Application:
+    """The three routes; ``ready`` answers whether the worker joined its group with its model loaded."""
+
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        is_ready = ready()
+        return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_server(metrics: Metrics, ready: Callable[[], bool], port: int) -> tuple[web.AppRunner, int]:
+    """Serve on all interfaces at ``port`` (0: a free port); returns the runner (to clean up) and the port."""
+    runner = web.AppRunner(build_app(metrics, ready), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    return runner, bound

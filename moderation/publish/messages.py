@@ -1,0 +1,97 @@
+"""Build the published messages: ``verdict.v1`` and ``dead_letter.v1``.
+
+A verdict is built in two parts. The decision fields (everything but ``timings`` and ``published_at``) are
+serialised once, stored in Redis with SET NX, and published as stored, so a replay publishes exactly what was
+first decided; the publish fields are added to each copy at publish time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from moderation.decide.policy import Decision
+from moderation.errors import ModelError
+from moderation.types import DecodedPost, Rejection
+
+SCORE_DIGITS = 6
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decision_fields(
+    post: DecodedPost,
+    decision: Decision,
+    driven_by: Mapping[str, tuple[str, int | None]],
+    model_version: str,
+    policy_version: str,
+) -> bytes:
+    """The verdict's decision fields as canonical JSON bytes (sorted keys, rounded scores)."""
+    categories: dict[str, Any] = {}
+    for category, result in decision.categories.items():
+        if not math.isfinite(result.score):
+            raise ModelError(f"the model gave a non-finite score for {category!r} (post {post.post_id!r})")
+        modality, image_index = driven_by.get(category, ("none", None))
+        entry: dict[str, Any] = {
+            "score": round(result.score, SCORE_DIGITS),
+            "decision": result.decision.value,
+            "mode": result.mode,
+            "driven_by": {"modality": modality, "image_index": image_index},
+        }
+        if result.would_be_action is not None:
+            entry["would_be_action"] = result.would_be_action.value
+        categories[category] = entry
+    document = {
+        "schema_version": "verdict.v1",
+        "post_id": post.post_id,
+        "tenant": post.tenant,
+        "content_hash": post.content_hash,
+        "categories": categories,
+        "action": decision.action.value,
+        "modalities_present": [m.value for m in post.modalities],
+        "model_version": model_version,
+        "policy_version": policy_version,
+        "automated": True,
+        "reasons": [{**reason.as_json(), "score": round(reason.score, SCORE_DIGITS)} for reason in decision.reasons],
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def verdict_message(stored_decision: bytes, timings_ms: Mapping[str, float]) -> tuple[bytes, dict[str, Any]]:
+    """The publishable verdict: stored decision fields plus timings and publish time."""
+    document: dict[str, Any] = json.loads(stored_decision)
+    document["timings"] = {name: round(value, 3) for name, value in timings_ms.items()}
+    document["published_at"] = utc_now()
+    return json.dumps(document, separators=(",", ":")).encode(), document
+
+
+def dead_letter_message(rejection: Rejection, *, withhold_original: str | None = None) -> bytes:
+    """A ``dead_letter.v1`` record with the original bytes (base64), unless they must be withheld."""
+    record = rejection.record
+    document: dict[str, Any] = {
+        "schema_version": "dead_letter.v1",
+        "source": {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key.decode("utf-8", errors="replace") if record.key is not None else None,
+        },
+        "reason": rejection.reason.value,
+        "error": rejection.detail[:4000],
+        "post_id": rejection.post_id,
+        "failed_at": utc_now(),
+        "original_size": len(record.value),
+        "original_sha256": hashlib.sha256(record.value).hexdigest(),
+    }
+    if withhold_original is None:
+        document["original"] = base64.b64encode(record.value).decode()
+    else:
+        document["original_withheld_reason"] = withhold_original
+    return json.dumps(document, separators=(",", ":")).encode()
