@@ -71,13 +71,19 @@ def settings_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = "" if default is None else (default if isinstance(default, str) else repr(default))
-        rows.append(f"| `MODERATION_{name.upper()}` | `{shown}` | {field.description} |")
+        text = str(default)
+        shown = "(empty)" if default in (None, "", {}) else f"`{text}`"
+        rows.append(f"| `MODERATION_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
 
 
 # Each module exports ``COMMANDS``: the click commands of its stage.
-STAGE_COMMAND_MODULES: tuple[str, ...] = ()
+STAGE_COMMAND_MODULES = (
+    "moderation.ingest.cli",
+    "moderation.encode.cli",
+    "moderation.fuse.cli",
+    "moderation.demo.run",
+)
 
 
 def _register_stage_commands() -> None:
