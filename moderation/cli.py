@@ -81,7 +81,6 @@ def settings_table() -> str:
 STAGE_COMMAND_MODULES = (
     "moderation.ingest.cli",
     "moderation.encode.cli",
-    "moderation.fuse.cli",
     "moderation.demo.run",
 )
 

@@ -6,12 +6,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from moderation.ingest.connection import kafka_client_options, resolve_endpoints
-from moderation.settings import load_settings
+from moderation.settings import Settings, load_settings
 
 
 @click.command()
@@ -41,15 +43,23 @@ def produce(path: Path, rate: float, topic: str | None) -> None:
 
     settings = load_settings()
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    sent = produce_lines(lines, topic or settings.topic_posts, rate, progress=tqdm(total=len(lines), unit="msg"))
+    messages = [(_post_id(line), line) for line in lines]
+    sent = produce_messages(
+        settings, messages, topic or settings.topic_posts, rate, progress=tqdm(total=len(lines), unit="msg")
+    )
     click.echo(f"sent {sent} messages to {topic or settings.topic_posts}")
 
 
-def produce_lines(lines: list[bytes], topic: str, rate: float = 0.0, progress: object | None = None) -> int:
-    """Send each line (keyed by its ``post_id`` when it has one) and wait for every acknowledgement."""
+def produce_messages(
+    settings: Settings,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    topic: str,
+    rate: float = 0.0,
+    progress: Any = None,
+) -> int:
+    """Send ``(key, value)`` messages at ``rate`` per second (0: unpaced); returns once all are acknowledged."""
     from kafka import KafkaProducer
 
-    settings = load_settings()
     producer = KafkaProducer(
         bootstrap_servers=resolve_endpoints(settings).kafka_bootstrap,
         acks="all",
@@ -59,12 +69,12 @@ def produce_lines(lines: list[bytes], topic: str, rate: float = 0.0, progress: o
     )
     started = time.monotonic()
     futures = []
-    for index, line in enumerate(lines):
+    for index, (key, value) in enumerate(messages):
         if rate > 0:
             time.sleep(max(0.0, started + index / rate - time.monotonic()))
-        futures.append(producer.send(topic, key=_post_id(line), value=line))
+        futures.append(producer.send(topic, key=key, value=value))
         if progress is not None:
-            progress.update(1)  # type: ignore[attr-defined]
+            progress.update(1)
     for future in futures:
         future.get(timeout=60)
     producer.close()

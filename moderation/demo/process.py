@@ -1,0 +1,94 @@
+"""A ``moderation worker`` subprocess configured from a settings object: for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from moderation.errors import ModerationError
+from moderation.settings import Settings
+
+READY_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read exactly these settings (secrets included)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if name in ("redis_url", "kafka_sasl_password"):
+            value = getattr(settings, name).get_secret_value()
+        env[f"MODERATION_{name.upper()}"] = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return env
+
+
+class WorkerProcess:
+    """One worker process; its metrics port comes from ``settings.metrics_port`` (must not be 0)."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port}"
+
+    def start(self) -> WorkerProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moderation", "worker"], env=settings_env(self.settings), stdout=log, stderr=log
+            )
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until ``/readyz`` answers 200: the model is loaded and the group joined."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise ModerationError(f"the worker exited before it was ready; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.metrics_url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise ModerationError(f"the worker was not ready within {timeout_s:.0f} s; see {self.log_path}")
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish, publish or commit anything more."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait: the batch in hand is finished and committed; returns the exit status."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)

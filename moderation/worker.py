@@ -1,0 +1,158 @@
+"""The stream worker: consume a batch, process it off the event loop, publish, wait for acks, then commit.
+
+Delivery is at-least-once: a batch's offsets are committed only after every verdict and dead-letter record it
+produced was acknowledged by the broker. A crash anywhere before the commit replays the batch, and replays are
+harmless because decisions are stored with SET NX and republished as first decided.
+
+Model work runs in a thread, so the asyncio loop keeps the consumer's heartbeats going; SIGTERM lets the batch in
+hand finish, publish and commit, then leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+
+from aiokafka.errors import KafkaError
+
+from moderation.ingest.stream import StreamConsumer, StreamProducer, next_offsets
+from moderation.observability.metrics import Metrics
+from moderation.pipeline import BatchResult, Pipeline
+from moderation.settings import Settings
+from moderation.types import RawRecord, ReasonCode, Rejection
+
+log = logging.getLogger(__name__)
+
+PUBLISH_RETRY_S = 1.0
+
+
+class Worker:
+    """One consumer-group member running the pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        consumer: StreamConsumer,
+        producer: StreamProducer,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.consumer = consumer
+        self.producer = producer
+        self.metrics = metrics
+        self.batches_committed = 0
+
+    @property
+    def ready(self) -> bool:
+        """The group was joined (the model is loaded before a worker exists)."""
+        return self.consumer.joined
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until ``stop`` is set; the batch in hand is finished and committed first."""
+        await self.producer.start()
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                records = await self.consumer.poll_batch(self.settings.batch_max_size, self.settings.batch_max_wait_ms)
+                if records:
+                    await self._handle(records, stop)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _handle(self, records: Sequence[RawRecord], stop: asyncio.Event) -> None:
+        self.metrics.posts_consumed.inc(len(records))
+        self.metrics.in_flight.set(len(records))
+        result = await asyncio.to_thread(self._process, records)
+        if not await self._publish(result, stop):
+            return  # stopping before the broker acknowledged: nothing committed, the batch will be redelivered
+        await asyncio.to_thread(self.pipeline.after_publish, result)
+        self._maybe_inject_crash()
+        if await self.consumer.commit(next_offsets(records)):
+            self.batches_committed += 1
+        else:
+            self.metrics.commit_failures.inc()
+        self.metrics.in_flight.set(0)
+
+    def _process(self, records: Sequence[RawRecord]) -> BatchResult:
+        """The batch through the pipeline; if it fails as a whole, each record alone, so one poison message
+        becomes one dead-letter record instead of taking its batch (or the worker) down."""
+        try:
+            return self.pipeline.process(records)
+        except Exception:
+            log.exception("batch of %d failed; retrying its records one by one", len(records))
+        merged = BatchResult()
+        for record in records:
+            try:
+                single = self.pipeline.process([record])
+            except Exception as exc:
+                log.exception("record %s/%d@%d failed", record.topic, record.partition, record.offset)
+                rejection = Rejection(record, ReasonCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+                single = BatchResult(rejections=[rejection], messages=[self.pipeline.dead_letter(rejection)])
+            merged.messages.extend(single.messages)
+            merged.verdicts.extend(single.verdicts)
+            merged.rejections.extend(single.rejections)
+            merged.review_sent_keys.extend(single.review_sent_keys)
+            merged.created_at.extend(single.created_at)
+        return merged
+
+    async def _publish(self, result: BatchResult, stop: asyncio.Event) -> bool:
+        """Publish until acknowledged (retrying through broker outages); False if asked to stop first."""
+        while True:
+            try:
+                await self.producer.publish(result.messages)
+                return True
+            except KafkaError as exc:
+                log.warning("publish failed, retrying in %.0f s: %s", PUBLISH_RETRY_S, exc)
+                if stop.is_set():
+                    return False
+                await asyncio.sleep(PUBLISH_RETRY_S)
+
+    def _maybe_inject_crash(self) -> None:
+        """Testing hook: die between publish and commit at a configured batch, as a SIGKILL would."""
+        target = self.settings.debug_kill_before_commit_batch
+        if target and self.batches_committed + 1 == target:
+            log.warning("debug_kill_before_commit_batch=%d reached: killing this process", target)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def run_worker(settings: Settings, metrics: Metrics | None = None) -> None:
+    """Build everything the settings name and run one worker until SIGTERM or SIGINT.
+
+    ``/healthz`` answers from the start; ``/readyz`` only once the model is loaded and the group joined.
+    """
+    from moderation.ingest.connection import resolve_endpoints
+    from moderation.observability.server import start_server
+    from moderation.pipeline import build_pipeline
+
+    endpoints = resolve_endpoints(settings)
+    if endpoints.redis_url is None:
+        log.warning("no Redis configured: running without verdict dedup and encoding cache")
+    metrics = metrics or Metrics()
+    running: list[Worker] = []
+    runner, port = await start_server(metrics, lambda: bool(running) and running[0].ready, settings.metrics_port)
+    log.info("serving /metrics, /healthz and /readyz on port %d", port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        pipeline = await asyncio.to_thread(build_pipeline, settings, endpoints.redis_url, metrics)
+        worker = Worker(
+            settings,
+            pipeline,
+            StreamConsumer(settings, endpoints.kafka_bootstrap, settings.topic_posts),
+            StreamProducer(settings, endpoints.kafka_bootstrap),
+            metrics,
+        )
+        running.append(worker)
+        log.info("worker starting", extra={"device": settings.resolved_device, "topic": settings.topic_posts})
+        await worker.run(stop)
+        log.info("worker stopped after %d committed batches", worker.batches_committed)
+    finally:
+        await runner.cleanup()
