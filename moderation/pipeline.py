@@ -106,6 +106,9 @@ class Pipeline:
             "fuse_ms": (fused - encoded) * 1000,
             "total_ms": (time.perf_counter() - started) * 1000,
         }
+        self.metrics.stage_seconds.labels(stage="decode").observe(decoded - started)
+        if fresh:
+            self.metrics.stage_seconds.labels(stage="fuse").observe(fused - encoded)
         self._messages(posts, keys, stored, timings, result)
         return result
 
@@ -124,8 +127,6 @@ class Pipeline:
         failed: dict[int, Any] = {}
         for image_index, error in image_failures.items():
             failed.setdefault(owners[image_index], error)
-        self.metrics.batch_size.labels(encoder="text").observe(len(with_text))
-        self.metrics.batch_size.labels(encoder="image").observe(len(images))
         fusion_input = FusionInput(
             text=text if with_text else None,
             text_present=text_present,

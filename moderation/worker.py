@@ -11,9 +11,11 @@ hand finish, publish and commit, then leaves the group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
@@ -27,6 +29,7 @@ from moderation.types import RawRecord, ReasonCode, Rejection
 log = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = 1.0
+OBSERVE_INTERVAL_S = 1.0
 
 
 class Worker:
@@ -46,6 +49,7 @@ class Worker:
         self.producer = producer
         self.metrics = metrics
         self.batches_committed = 0
+        self._oldest_unprocessed_ms: dict[int, int] = {}
 
     @property
     def ready(self) -> bool:
@@ -56,27 +60,53 @@ class Worker:
         """Process batches until ``stop`` is set; the batch in hand is finished and committed first."""
         await self.producer.start()
         await self.consumer.start()
+        observer = asyncio.create_task(self._observe(stop))
         try:
             while not stop.is_set():
                 records = await self.consumer.poll_batch(self.settings.batch_max_size, self.settings.batch_max_wait_ms)
                 if records:
                     await self._handle(records, stop)
         finally:
+            observer.cancel()
             await self.consumer.stop()
             await self.producer.stop()
+
+    async def _observe(self, stop: asyncio.Event) -> None:
+        """Once a second: consumer lag in messages and seconds per partition, and GPU memory and utilisation."""
+        while not stop.is_set():
+            await asyncio.sleep(OBSERVE_INTERVAL_S)
+            try:
+                lag = await self.consumer.lag()
+            except KafkaError as exc:
+                log.warning("cannot read consumer lag: %s", exc)
+                continue
+            now_ms = time.time() * 1000
+            for partition, messages in lag.items():
+                self.metrics.lag_messages.labels(partition=str(partition)).set(messages)
+                oldest = self._oldest_unprocessed_ms.get(partition)
+                age = (now_ms - oldest) / 1000 if oldest is not None else 0.0
+                self.metrics.lag_seconds.labels(partition=str(partition)).set(age if messages or oldest else 0.0)
+            observe_gpu(self.metrics)
 
     async def _handle(self, records: Sequence[RawRecord], stop: asyncio.Event) -> None:
         self.metrics.posts_consumed.inc(len(records))
         self.metrics.in_flight.set(len(records))
+        for record in records:
+            oldest = self._oldest_unprocessed_ms.get(record.partition, record.timestamp_ms)
+            self._oldest_unprocessed_ms[record.partition] = min(oldest, record.timestamp_ms)
         result = await asyncio.to_thread(self._process, records)
+        publishing = time.perf_counter()
         if not await self._publish(result, stop):
             return  # stopping before the broker acknowledged: nothing committed, the batch will be redelivered
+        self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - publishing)
         await asyncio.to_thread(self.pipeline.after_publish, result)
         self._maybe_inject_crash()
         if await self.consumer.commit(next_offsets(records)):
             self.batches_committed += 1
         else:
             self.metrics.commit_failures.inc()
+        for record in records:
+            self._oldest_unprocessed_ms.pop(record.partition, None)
         self.metrics.in_flight.set(0)
 
     def _process(self, records: Sequence[RawRecord]) -> BatchResult:
@@ -119,6 +149,17 @@ class Worker:
         if target and self.batches_committed + 1 == target:
             log.warning("debug_kill_before_commit_batch=%d reached: killing this process", target)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def observe_gpu(metrics: Metrics) -> None:
+    """GPU memory and utilisation, when torch sees CUDA (utilisation needs NVML, else it stays unset)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    metrics.gpu_memory_bytes.set(torch.cuda.memory_allocated())
+    with contextlib.suppress(RuntimeError, ModuleNotFoundError):
+        metrics.gpu_utilization.set(torch.cuda.utilization() / 100)
 
 
 async def run_worker(settings: Settings, metrics: Metrics | None = None) -> None:

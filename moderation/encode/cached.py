@@ -7,6 +7,7 @@ float32 rows. Only the misses go to the encoder, in one batched call per modalit
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -93,7 +94,10 @@ class CachedEncoders:
             for index in missing:
                 first_of.setdefault(keys[index], index)
             unique = list(first_of.values())
+            started = time.perf_counter()
             computed, failed = compute(unique)
+            self.metrics.stage_seconds.labels(stage=f"encode_{modality.value}").observe(time.perf_counter() - started)
+            self.metrics.batch_size.labels(encoder=modality.value).observe(len(unique))
             rows[unique] = computed
             for index in missing:
                 first = first_of[keys[index]]

@@ -65,6 +65,7 @@ class StreamConsumer:
     def __init__(self, settings: Settings, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.tracker = _AssignmentTracker()
+        self.committed: dict[int, int] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=settings.consumer_group,
@@ -114,15 +115,26 @@ class StreamConsumer:
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("offset commit refused after a rebalance; those posts will be redelivered: %s", exc)
             return False
+        self.committed.update({partition: offset for (_, partition), offset in offsets.items()})
         return True
 
     async def lag(self) -> dict[int, int]:
-        """Messages not yet consumed, per assigned partition."""
+        """Messages not yet processed (end offset minus our last commit), per assigned partition.
+
+        Against the embedded Tansu broker the end offset can read short (it reports the last batch's base offset
+        plus one), so its lag is a lower bound there; Apache Kafka reports it exactly.
+        """
         assigned = list(self.tracker.assigned)
         if not assigned:
             return {}
         ends = await self._consumer.end_offsets(assigned)
-        return {tp.partition: max(0, ends[tp] - await self._consumer.position(tp)) for tp in assigned}
+        lag = {}
+        for tp in assigned:
+            done = self.committed.get(tp.partition)
+            if done is None:
+                done = await self._consumer.position(tp)
+            lag[tp.partition] = max(0, ends[tp] - done)
+        return lag
 
 
 def _convert(batch: Mapping[TopicPartition, list[Any]]) -> list[RawRecord]:

@@ -61,5 +61,20 @@ class Metrics:
         self.commit_failures = Counter(
             "moderation_commit_failures", "Offset commits refused (a rebalance moved the partition).", registry=r
         )
+        self.lag_messages = Gauge(
+            "moderation_consumer_lag_messages", "Posts not yet consumed, per partition.", ["partition"], registry=r
+        )
+        self.lag_seconds = Gauge(
+            "moderation_consumer_lag_seconds",
+            "Age of the oldest post not yet processed, per partition (0 when caught up).",
+            ["partition"],
+            registry=r,
+        )
+        self.gpu_memory_bytes = Gauge(
+            "moderation_gpu_memory_bytes", "GPU memory allocated by torch (CUDA only).", registry=r
+        )
+        self.gpu_utilization = Gauge(
+            "moderation_gpu_utilization_ratio", "GPU utilisation 0..1 (CUDA only).", registry=r
+        )
         self.model_info = Info("moderation_model", "Model and policy versions in use.", registry=r)
         self.cache_up.set(1)

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from moderation.contracts import SchemaName, validate
 from moderation.demo.process import WorkerProcess, free_port
-from moderation.demo.run import Outcome, collect, ensure_default_model
+from moderation.demo.run import Outcome, collect
 from moderation.demo.samples import SampleStream, build_sample_stream, stores
 from moderation.ingest.cli import produce_messages
 from moderation.settings import Settings, load_settings
@@ -23,13 +23,6 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.integration
 
 DECISION_EXCLUDED = {"timings", "published_at"}
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    settings = load_settings()
-    ensure_default_model(settings)
-    return settings.model_dir
 
 
 @pytest.fixture
