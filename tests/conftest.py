@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from moderation.demo.process import WorkerProcess
 from moderation.settings import Settings, load_settings
 
 # Short group timeouts: a consumer joins in seconds instead of half a minute.
@@ -76,3 +77,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(state.kafka_bootstrap, state.redis_url, settings)
     finally:
         down(settings)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts (see ``tests.support.start_worker``); all killed when it ends."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.kill()
