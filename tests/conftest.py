@@ -30,28 +30,30 @@ class Stack:
     redis_url: str
     settings: Settings
 
-    def settings_for(self, **overrides: object) -> Settings:
-        """Settings for one test: fresh topic names avoid cross-test interference on a shared broker."""
-        base = self.settings.model_dump()
-        base.update(overrides)
-        return load_settings(**base)
-
     def unique_topics(self, **overrides: object) -> Settings:
         """Settings whose five topics are new and unique to the caller, created on the broker."""
-        from moderation.embedded.stack import ensure_topics
+        return unique_topics(self.settings, **overrides)
 
-        suffix = uuid.uuid4().hex[:8]
-        settings = self.settings_for(
-            topic_posts=f"posts-{suffix}",
-            topic_verdicts=f"verdicts-{suffix}",
-            topic_review=f"review-{suffix}",
-            topic_dead_letter=f"dead-letter-{suffix}",
-            topic_decisions=f"decisions-{suffix}",
-            consumer_group=f"group-{suffix}",
+
+def unique_topics(settings: Settings, **overrides: object) -> Settings:
+    """``settings`` with five new topics and a new consumer group, unique to the caller, created on the broker."""
+    from moderation.embedded.stack import ensure_topics
+
+    suffix = uuid.uuid4().hex[:8]
+    fresh = load_settings(
+        **{
+            **settings.model_dump(),
+            "topic_posts": f"posts-{suffix}",
+            "topic_verdicts": f"verdicts-{suffix}",
+            "topic_review": f"review-{suffix}",
+            "topic_dead_letter": f"dead-letter-{suffix}",
+            "topic_decisions": f"decisions-{suffix}",
+            "consumer_group": f"group-{suffix}",
             **overrides,
-        )
-        ensure_topics(settings, self.kafka_bootstrap)
-        return settings
+        }
+    )
+    ensure_topics(fresh, fresh.kafka_bootstrap)
+    return fresh
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +88,13 @@ def workers() -> Iterator[list[WorkerProcess]]:
     yield started
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The default model artifact, built once if it is not there yet (as `make demo` does)."""
+    from moderation.demo.run import ensure_default_model
+
+    settings = load_settings()
+    ensure_default_model(settings)
+    return settings.model_dir
