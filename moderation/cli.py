@@ -81,6 +81,8 @@ def settings_table() -> str:
 STAGE_COMMAND_MODULES = (
     "moderation.ingest.cli",
     "moderation.encode.cli",
+    "moderation.fuse.cli",
+    "moderation.hashlists.cli",
     "moderation.demo.run",
 )
 

@@ -90,10 +90,10 @@ def ensure_default_model(settings: Settings) -> None:
     """Build the default model artifact if it is not there yet (a few minutes, once)."""
     if (settings.model_dir / "config.json").exists():
         return
-    from moderation.fuse.cli import build_default_model_artifact
+    from moderation.fuse.build import build_default_model
 
     click.echo(f"no model in {settings.model_dir}: building the default model once (a few minutes on a CPU) ...")
-    build_default_model_artifact(settings.model_dir)
+    build_default_model(settings.model_dir)
 
 
 def collect(settings: Settings, stream: SampleStream, started: float) -> Outcome:
