@@ -22,6 +22,7 @@ from moderation.decode.stores import StoreRegistry
 from moderation.encode import create_encoder
 from moderation.encode.cached import CachedEncoders
 from moderation.fuse import FusionInput, FusionModel, load_fusion_model
+from moderation.hashlists.matcher import HashMatcher
 from moderation.ingest.stream import Outgoing
 from moderation.observability.metrics import Metrics
 from moderation.publish.messages import dead_letter_message, decision_fields, verdict_message
@@ -53,6 +54,7 @@ class Pipeline:
         policies: PolicySource,
         cache: Cache,
         metrics: Metrics,
+        hashes: HashMatcher | None = None,
     ) -> None:
         self.settings = settings
         self.decoder = decoder
@@ -62,6 +64,7 @@ class Pipeline:
         self.cache = cache
         self.metrics = metrics
         self.limits = ImageLimits.from_settings(settings)
+        self.hashes = hashes or HashMatcher(None, self.limits, metrics)
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -70,15 +73,22 @@ class Pipeline:
         for record in records:
             outcome = self.decoder.decode(record)
             (posts if isinstance(outcome, DecodedPost) else result.rejections).append(outcome)  # type: ignore[arg-type]
+        self.hashes.refresh()  # known-bad hash lists: one GET, a reload only when they changed
+        matches = self.hashes.match_many(posts)
         decoded = time.perf_counter()
         policy = self.policies.current()
         keys = [verdict_key(p.tenant, p.post_id, p.content_hash, self.model.version, policy.version) for p in posts]
+        keys = [key if match is None else match.cache_key(key) for key, match in zip(keys, matches, strict=True)]
         stored = self.cache.get_many("verdict", keys)
         fresh = [i for i, value in enumerate(stored) if value is None]
         encoded = fused = decoded
         if fresh:
             fresh_posts = [posts[i] for i in fresh]
-            fusion_input, failed = self._encode(fresh_posts)
+            fresh_matches = [matches[i] for i in fresh]
+            # matched images never reach the encoders
+            fusion_input, failed = self._encode(
+                [p if m is None else m.model_post(p) for p, m in zip(fresh_posts, fresh_matches, strict=True)]
+            )
             encoded = time.perf_counter()
             for local, error in failed.items():
                 result.rejections.append(
@@ -92,6 +102,8 @@ class Pipeline:
                     post = fresh_posts[local]
                     decision = policy.decide(post.tenant, output.scores)
                     driven = {c: _driven(m, i) for c, (m, i) in output.driven_by.items()}
+                    if (match := fresh_matches[local]) is not None:
+                        decision, driven = match.apply(decision, driven)
                     claims.append(
                         (fresh[local], decision_fields(post, decision, driven, self.model.version, policy.version))
                     )
@@ -161,8 +173,14 @@ class Pipeline:
         result.messages.extend(self.dead_letter(rejection) for rejection in result.rejections)
 
     def dead_letter(self, rejection: Rejection) -> Outgoing:
-        """The dead-letter record of a rejected message, keyed like the original."""
-        return Outgoing(self.settings.topic_dead_letter, rejection.record.key, dead_letter_message(rejection))
+        """The dead-letter record of a rejected message, keyed like the original; the original bytes are
+        withheld when they carry known-bad media, or (``too_large``) when the record would be over
+        ``MODERATION_MAX_MESSAGE_BYTES``, the bound kept below the broker's message limit."""
+        withhold = self.hashes.withhold_reason(rejection.record, self.decoder.decode)
+        message = dead_letter_message(rejection, withhold_original=withhold)
+        if len(message) > self.settings.max_message_bytes:  # base64 grows it by 4/3: keep it under the broker's limit
+            message = dead_letter_message(rejection, withhold_original="too_large")
+        return Outgoing(self.settings.topic_dead_letter, rejection.record.key, message)
 
     def after_publish(self, result: BatchResult) -> None:
         """Once the broker acknowledged the batch: remember sent review copies, count what went out."""
@@ -215,4 +233,5 @@ def build_pipeline(settings: Settings, redis_url: str | None, metrics: Metrics) 
         policies=policies,
         cache=cache,
         metrics=metrics,
+        hashes=HashMatcher.from_settings(settings, redis_url, metrics),
     )

@@ -90,6 +90,27 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height accepted (bomb guard).")
     max_image_frames: int = Field(100, ge=1, description="Most frames accepted in an animated image.")
     max_json_depth: int = Field(32, ge=2, description="Deepest JSON nesting accepted in a post.")
+    # --- known-bad media ----------------------------------------------------------------------------------
+    hash_match_max_distance: int = Field(
+        31,
+        ge=0,
+        le=63,
+        description="Largest PDQ Hamming distance (of 256 bits) at which an image matches a known-bad hash-list "
+        "entry; 31 is Meta's recommended threshold.",
+    )
+    hash_min_quality: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="Lowest PDQ quality (0-100) trusted: a flatter image is matched by its exact SHA-256 only, "
+        "and is refused by `moderation hashes add`.",
+    )
+    hash_list_namespace: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="Namespace of the hash lists in Redis: workers and `moderation hashes` of one namespace share "
+        "lists.",
+    )
     # --- stores -------------------------------------------------------------------------------------------
     stores: dict[str, Path] = Field(
         default_factory=dict,

@@ -76,5 +76,17 @@ class Metrics:
         self.gpu_utilization = Gauge(
             "moderation_gpu_utilization_ratio", "GPU utilisation 0..1 (CUDA only).", registry=r
         )
+        self.hash_matches = Counter(
+            "moderation_hash_matches",
+            "Images that matched a known-bad hash list, by list (operator-defined, few) and kind (sha256/pdq).",
+            ["list", "kind"],
+            registry=r,
+        )
+        self.hash_list_entries = Gauge(
+            "moderation_hash_list_entries", "Known-bad hash-list entries loaded, by kind.", ["kind"], registry=r
+        )
+        self.hash_list_version = Gauge(
+            "moderation_hash_list_version", "Version of the hash lists this worker matches against.", registry=r
+        )
         self.model_info = Info("moderation_model", "Model and policy versions in use.", registry=r)
         self.cache_up.set(1)
