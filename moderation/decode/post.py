@@ -1,8 +1,10 @@
 """Turn one message's bytes into a validated post, or into the reason it cannot be processed.
 
-Checks run cheapest first, so hostile input costs little: size, UTF-8, JSON, nesting depth, schema version, the
-``post.v1`` schema, then the limits that are settings (text length, image count, image bytes). Image pixels,
-frames and the real content type are checked when the image is decoded for its encoder.
+Checks run cheapest first, so hostile input costs little: size, UTF-8, JSON (no NaN, no 4300-digit integers),
+nesting depth, no escaped lone surrogates, schema version, the ``post.v1`` schema, then the limits that are
+settings (text length, image count, image bytes) and each image's declared type against its magic bytes (here, so
+the encoders' content-hash cache can never let a lying type through). Image pixels, frames and unsupported types
+are checked when the image is decoded for its encoder.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from typing import Any
 
 from moderation.contracts import SchemaName, validate
+from moderation.decode.images import normalise_content_type, sniff_content_type
 from moderation.decode.stores import StoreRegistry
 from moderation.errors import InputRejected, SchemaError
 from moderation.settings import Settings
 from moderation.types import DecodedPost, ImageInput, RawRecord, ReasonCode, Rejection
 
 MAX_POST_ID = 128  # as in post.v1; a longer id is not echoed into the dead-letter record
+# A \uD800-\uDFFF escape: JSON text that may decode to a lone surrogate, which is not Unicode text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class PostDecoder:
@@ -49,14 +55,16 @@ class PostDecoder:
         except UnicodeDecodeError as exc:
             raise InputRejected(ReasonCode.NOT_UTF8, f"message is not UTF-8: {exc}") from None
         try:
-            document = json.loads(text)
+            document = json.loads(text, parse_constant=_refuse_constant)
         except RecursionError:
             raise InputRejected(ReasonCode.TOO_DEEP, "JSON nesting is too deep to parse") from None
-        except json.JSONDecodeError as exc:
-            raise InputRejected(ReasonCode.NOT_JSON, f"message is not JSON: {exc}") from None
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of more than 4300 digits
+            raise InputRejected(ReasonCode.NOT_JSON, f"message is not JSON: {str(exc)[:200]}") from None
         depth = json_depth(document)
         if depth > self.settings.max_json_depth:
             raise InputRejected(ReasonCode.TOO_DEEP, f"JSON nesting {depth} is over {self.settings.max_json_depth}")
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(document):
+            raise InputRejected(ReasonCode.NOT_UTF8, "message escapes a lone UTF-16 surrogate (\\uD800-\\uDFFF)")
         if not isinstance(document, dict):
             raise InputRejected(ReasonCode.SCHEMA_INVALID, f"a post is a JSON object, got {type(document).__name__}")
         version = document.get("schema_version")
@@ -115,7 +123,25 @@ class PostDecoder:
             declared = ref["content_type"]
         if len(data) > max_bytes:
             raise InputRejected(ReasonCode.IMAGE_TOO_LARGE, f"image {index} of {len(data)} bytes is over {max_bytes}")
+        sniffed = sniff_content_type(data)  # here, not only in the encoder: its cache must not let a lie through
+        if sniffed is not None and normalise_content_type(declared) != sniffed:
+            raise InputRejected(
+                ReasonCode.IMAGE_CONTENT_TYPE_MISMATCH, f"image {index} is declared {declared!r} but is {sniffed}"
+            )
         return ImageInput(data=data, declared_type=declared, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    """Whether a string (or key) of the parsed document holds a lone surrogate, which cannot be encoded."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_depth(document: Any) -> int:

@@ -177,8 +177,17 @@ def stop_services(state: StackState) -> list[str]:
     return [s.name for s in running]
 
 
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Topic configs set when a topic is created: the dead-letter topic keeps original bytes, so it gets the
+    configured retention (``MODERATION_DEAD_LETTER_RETENTION_MS``). Apache Kafka enforces it; the embedded Tansu
+    broker (0.6.0, in memory) accepts it on CreateTopics but reports no topic configs back."""
+    if name == settings.topic_dead_letter:
+        return {"retention.ms": str(settings.dead_letter_retention_ms)}
+    return {}
+
+
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
-    """Create the project's topics that do not exist yet (partition count from settings)."""
+    """Create the project's topics that do not exist yet (partition count and topic configs from settings)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -190,7 +199,12 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+            NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=1,
+                topic_configs=topic_configs(settings, name),
+            )
             for name in topic_names(settings)
             if name not in existing
         ]
