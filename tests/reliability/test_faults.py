@@ -8,10 +8,12 @@ committed offsets reach the end of the posts topic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -26,7 +28,7 @@ from moderation.demo.process import WorkerProcess
 from moderation.demo.samples import SampleStream, build_sample_stream, stores
 from moderation.ingest.cli import produce_messages
 from moderation.settings import Settings
-from tests.conftest import unique_topics
+from tests.conftest import Stack, unique_topics
 from tests.reliability.conftest import FaultRun, FaultStack
 from tests.support import assert_committed_to_end, decision, start_worker
 
@@ -104,14 +106,23 @@ def settings(fault_stack: FaultStack, model_dir: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def arrivals(settings: Settings) -> Iterator[Arrivals]:
+@contextlib.contextmanager
+def watching(settings: Settings) -> Iterator[Arrivals]:
+    """Outcomes on ``settings``' verdict and dead-letter topics, collected by a background consumer."""
     watcher = Arrivals(settings)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
-    yield watcher
-    watcher.stop()
-    thread.join(timeout=10)
+    try:
+        yield watcher
+    finally:
+        watcher.stop()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def arrivals(settings: Settings) -> Iterator[Arrivals]:
+    with watching(settings) as watcher:
+        yield watcher
 
 
 def peak_rss_mb(worker: WorkerProcess) -> float:
@@ -156,8 +167,30 @@ def finish(run: FaultRun, stream: SampleStream, arrivals: Arrivals, settings: Se
 def test_crashes_at_seeded_points_lose_nothing(
     settings: Settings, arrivals: Arrivals, workers: list[WorkerProcess], tmp_path: Path, record_run: list[FaultRun]
 ) -> None:
-    rng = random.Random(20261127)
-    stream = build_sample_stream(1000, seed=41, run_id="crash", shapes=TEXT_HEAVY)
+    record_run.append(crash_scenario(20261127, 1000, settings, arrivals, workers, tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_number", range(3))
+def test_crashes_at_random_points_lose_nothing(
+    settings: Settings,
+    arrivals: Arrivals,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    record_run: list[FaultRun],
+    round_number: int,
+) -> None:
+    seed = random.SystemRandom().randrange(2**32)
+    print(f"crash schedule seed {seed} (round {round_number})")
+    record_run.append(crash_scenario(seed, 3000, settings, arrivals, workers, tmp_path))
+
+
+def crash_scenario(
+    seed: int, posts: int, settings: Settings, arrivals: Arrivals, workers: list[WorkerProcess], tmp_path: Path
+) -> FaultRun:
+    """Kill before a commit, kill mid-batch, kill a member during a rebalance; the schedule comes from ``seed``."""
+    rng = random.Random(seed)
+    stream = build_sample_stream(posts, seed=seed % 1000, run_id=f"crash{seed}", shapes=TEXT_HEAVY)
     run = FaultRun("crashes", "kill before commit, kill mid-batch, kill in rebalance")
     produce_messages(settings, stream.messages, settings.topic_posts)
 
@@ -183,7 +216,7 @@ def test_crashes_at_seeded_points_lose_nothing(
     run.peak_rss_mb = max(run.peak_rss_mb, peak_rss_mb(survivor))
     assert survivor.stop() == 0
     assert_committed_to_end(settings)
-    record_run.append(run)
+    return run
 
 
 def test_broker_paused_longer_than_the_session_timeout(
@@ -305,3 +338,35 @@ def test_rebalance_storm_of_workers_joining_and_leaving(
     assert anchor.stop() == 0
     assert_committed_to_end(settings)
     record_run.append(run)
+
+
+RESTART_COMMAND = "MODERATION_TEST_KAFKA_RESTART_COMMAND"
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("MODERATION_KAFKA_BOOTSTRAP") and os.environ.get(RESTART_COMMAND)),
+    reason="needs Apache Kafka with durable storage (MODERATION_KAFKA_BOOTSTRAP) and a command that restarts it "
+    f"({RESTART_COMMAND}, e.g. 'docker restart kafka'); the embedded broker keeps data in memory only",
+)
+def test_broker_restart_with_durable_storage(
+    stack: Stack, model_dir: Path, workers: list[WorkerProcess], tmp_path: Path, record_run: list[FaultRun]
+) -> None:
+    settings = unique_topics(
+        stack.settings,
+        model_dir=model_dir,
+        batch_max_size=32,
+        batch_max_wait_ms=20,
+        stores={name: str(path) for name, path in stores().items()},
+    )
+    with watching(settings) as watcher:
+        stream = build_sample_stream(800, seed=61, run_id="restart", shapes=TEXT_HEAVY)
+        run = FaultRun("broker restart", "restart Apache Kafka mid-stream")
+        worker = start_worker(settings, workers, tmp_path / "w.log")
+        produce_messages(settings, stream.messages, settings.topic_posts)
+        watcher.wait_for("a quarter of the stream", lambda: watcher.count >= len(stream.messages) // 4)
+        subprocess.run(os.environ[RESTART_COMMAND], shell=True, check=True, timeout=300)
+        run.recovery_s.append(watcher.recovery_after(time.monotonic(), timeout_s=300))
+        finish(run, stream, watcher, settings)
+        assert worker.stop() == 0
+        assert_committed_to_end(settings)
+        record_run.append(run)
