@@ -102,6 +102,10 @@ def review_threshold_for_rate(scores: FloatArray, block: float, rate: float) -> 
     return candidate
 
 
+# Above a no-evidence score by more than float noise between batches (scores are published to 6 digits).
+NO_EVIDENCE_MARGIN = 1e-6
+
+
 def propose(
     scores: Mapping[str, FloatArray],
     labels: Mapping[str, FloatArray],
@@ -111,8 +115,14 @@ def propose(
     review_precision: float = 0.5,
     review_capacity: float | None = None,
     traffic: float | None = None,
+    floors: Mapping[str, float] | None = None,
 ) -> list[Proposal]:
-    """Proposals for every category in ``modes``; categories without scores (no model) never fire."""
+    """Proposals for every category in ``modes``; categories without scores (no model) never fire.
+
+    ``floors`` gives, per category, the score the model answers when it has no evidence (a constant for every post
+    of some availability, e.g. image-only posts for a text-only signal): thresholds are kept above it, or every
+    such post would be reviewed or blocked on its base rate alone.
+    """
     if not 0 < precision <= 1 or not 0 < review_precision <= 1:
         raise ConfigError("precision targets must lie in (0, 1]")
     if (review_capacity is None) != (traffic is None):
@@ -136,6 +146,11 @@ def propose(
         else:
             review = review_threshold_at_band_precision(s, y, block, review_precision)
             note = f"review band precision >= {review_precision:g}"
+        floor = (floors or {}).get(category)
+        if floor is not None and review <= floor:
+            block = max(block, floor + NO_EVIDENCE_MARGIN)
+            review = max(review, floor + NO_EVIDENCE_MARGIN)
+            note = f"{note}; kept above the no-evidence score {floor:.4f}"
         if block == NEVER:
             note = f"no threshold reaches precision {precision:g}; {note}"
         in_review = float(np.mean((s >= review) & (s < block))) if s.size else 0.0

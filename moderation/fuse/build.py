@@ -18,7 +18,8 @@ from moderation.decide.thresholds import Proposal, policy_document, propose, wri
 from moderation.errors import ConfigError
 from moderation.fuse.datasets import SPLITS, build_dataset
 from moderation.fuse.embed import DEFAULT_CACHE, Encoders, dataset_name, embed_rows, read_rows
-from moderation.fuse.model import POLICY_FILE, load_fusion_model
+from moderation.fuse.inputs import IMAGE_ONLY, NONE, TEXT_ONLY, LabeledInput
+from moderation.fuse.model import POLICY_FILE, FusionModel, load_fusion_model
 from moderation.fuse.train import TrainConfig, train_model
 from moderation.taxonomy import CATEGORY_NAMES, Signal
 
@@ -87,6 +88,20 @@ def train_from_files(
     return TrainedArtifact(out, version, time.monotonic() - started)
 
 
+def no_evidence_scores(model: FusionModel, data: LabeledInput) -> dict[str, float]:
+    """Per category, the highest score the model gives whole availability subsets alike (no, or only
+    uninformative, content): validation posts are cut to each availability and a subset whose scores do not vary
+    carries no evidence about the post."""
+    floors: dict[str, float] = {}
+    for code in (NONE, TEXT_ONLY, IMAGE_ONLY):
+        cut = data.as_availability(code).inputs
+        probs = model.predict_proba(cut)[(cut.availability() == code).numpy()]
+        for column, category in enumerate(model.head_categories):
+            if probs.shape[0] and float(np.ptp(probs[:, column])) < 1e-9:
+                floors[category] = max(floors.get(category, 0.0), float(probs[0, column]))
+    return floors
+
+
 def propose_for_model(
     model_dir: Path,
     data_path: Path,
@@ -129,6 +144,7 @@ def propose_for_model(
         review_precision=review_precision,
         review_capacity=review_capacity,
         traffic=traffic,
+        floors=no_evidence_scores(model, data),
     )
     target = out or model_dir / POLICY_FILE
     document = policy_document(proposals, version=policy_version, model_version=model.version)

@@ -74,8 +74,10 @@ class Cache:
         stored = [result[i + 1] for i in range(0, len(result), 2)]
         claimed = [result[i] for i in range(0, len(result), 2)]
         replays = sum(1 for c in claimed if not c)
-        self.metrics.cache_lookups.labels(kind="verdict", result="hit").inc(replays)
-        self.metrics.cache_lookups.labels(kind="verdict", result="miss").inc(len(items) - replays)
+        # A claim that finds a verdict already stored lost a race with another worker (or a replay): counted apart
+        # from the lookups before encoding, so verdict lookups are not counted twice.
+        self.metrics.cache_lookups.labels(kind="verdict_claim", result="hit").inc(replays)
+        self.metrics.cache_lookups.labels(kind="verdict_claim", result="miss").inc(len(items) - replays)
         return [s if isinstance(s, bytes) else v for s, (_, v) in zip(stored, items, strict=True)]
 
     def get_many(self, kind: str, keys: Sequence[str]) -> list[bytes | None]:

@@ -21,7 +21,8 @@ def test_the_first_verdict_wins_and_replays_get_it_back(stack: Stack) -> None:
     assert cache.claim_verdicts([(key, b"first")]) == [b"first"]
     assert cache.claim_verdicts([(key, b"second")]) == [b"first"]
     assert cache.get_many("verdict", [key, key + "x"]) == [b"first", None]
-    assert metrics.cache_lookups.labels(kind="verdict", result="hit")._value.get() == 2
+    assert metrics.cache_lookups.labels(kind="verdict_claim", result="hit")._value.get() == 1
+    assert metrics.cache_lookups.labels(kind="verdict", result="hit")._value.get() == 1
     assert 0 < cache.client.ttl(key) <= 60  # type: ignore[union-attr]
     assert review_sent_key(key).startswith("moderation:review-sent:")
 

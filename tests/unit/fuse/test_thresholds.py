@@ -93,3 +93,25 @@ def test_parse_per_day() -> None:
     assert parse_per_day("2,000/day") == 2000.0 and parse_per_day("50") == 50.0
     with pytest.raises(ConfigError):
         parse_per_day("lots")
+
+
+def test_thresholds_stay_above_the_no_evidence_score() -> None:
+    """Image-only posts of a text-only signal all score the base rate: they must not all go to review."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random(2000) < 0.15).astype(float)
+    scores = np.clip(labels * 0.6 + rng.random(2000) * 0.4, 0, 1)
+    free = propose(
+        {"spam": scores}, {"spam": labels}, {"spam": "enforce"}, precision=0.95, review_capacity=400.0, traffic=1000.0
+    )[0]
+    floored = propose(
+        {"spam": scores},
+        {"spam": labels},
+        {"spam": "enforce"},
+        precision=0.95,
+        review_capacity=400.0,
+        traffic=1000.0,
+        floors={"spam": 0.5},
+    )[0]
+    assert free.review < 0.5 < floored.review <= floored.block
+    assert free.block < 0.5  # a block threshold under the no-evidence score would block every such post
+    assert "no-evidence score" in floored.note
