@@ -84,6 +84,7 @@ STAGE_COMMAND_MODULES = (
     "moderation.fuse.cli",
     "moderation.hashlists.cli",
     "moderation.demo.run",
+    "moderation.bench.cli",
 )
 
 

@@ -1,0 +1,156 @@
+"""Where a worker's time goes on a backlog: its own stage metrics, and py-spy samples of every thread.
+
+Runs one ``moderation worker`` (as ``moderation bench`` does: embedded stack, fresh topics, a warm-up burst, then
+a backlog released at once), reads ``moderation_stage_seconds_sum`` before and after, and, when ``py-spy`` is
+installed, samples the worker for the whole backlog and sums the samples by stage (the innermost frame of the
+project's own code that matches a stage rule). Usage::
+
+    .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--threads 0] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from moderation.bench.posts import STORE, default_sources
+from moderation.bench.processes import Workers, pause, resume
+from moderation.bench.runner import Bench, Collector, ContenderSpec, Plan, Producer, bench_stack
+from moderation.settings import load_settings
+
+# (stage, pattern over "function (file)" frames); the first rule that matches a sample's stack, innermost
+# project frame first, names its stage.
+RULES = (
+    ("text model (tokenise + forward)", r"encode \(moderation/encode/text\.py"),
+    ("image decode + preprocess", r"preprocess \(moderation/encode/image\.py"),
+    ("image model (forward)", r"encode \(moderation/encode/image\.py"),
+    ("post decode: JSON, schema, base64, stores, sha256", r"decode \(moderation/decode/post\.py"),
+    ("known-bad hash lists", r"moderation/hashlists/"),
+    ("fusion + explanation", r"predict \(moderation/fuse/model\.py"),
+    ("policy", r"moderation/decide/"),
+    ("redis (cache, verdict claims)", r"moderation/state/cache\.py"),
+    ("verdict messages", r"moderation/publish/"),
+    ("after publish (metrics, review marks)", r"after_publish \(moderation/pipeline\.py"),
+    ("publish to broker", r"publish \(moderation/ingest/stream\.py"),
+    ("poll from broker", r"poll_batch \(moderation/ingest/stream\.py"),
+    ("commit", r"commit \(moderation/ingest/stream\.py"),
+    ("lag and GPU gauges", r"_observe \(moderation/worker\.py"),
+    ("other pipeline", r"moderation/pipeline\.py"),
+    ("baseline: poll", r"poll \(kafka/consumer/group\.py"),
+    ("baseline: flush", r"flush \(kafka/producer/kafka\.py"),
+    ("baseline: commit", r"commit \(kafka/consumer/group\.py"),
+    ("baseline: other", r"moderation/bench/baselines\.py"),
+    ("other worker", r"moderation/worker\.py"),
+)
+
+
+def stage_sums(text: str) -> dict[str, float]:
+    return {
+        match[0]: float(match[1])
+        for match in re.findall(r'^moderation_stage_seconds_sum\{stage="([^"]+)"\} (\S+)$', text, re.M)
+    }
+
+
+def classify(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for stage, pattern in RULES:
+            if re.search(pattern, frame):
+                return stage
+    return "outside project code (event loop, aiokafka, idle)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--posts", type=int, default=640)
+    parser.add_argument("--shape", choices=("inline", "ref"), default="inline")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--contender", choices=("product", "plain", "naive"), default="product")
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="moderation-profile-"))
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_settings(model_dir=Path("models/default").resolve(), log_level="WARNING", torch_threads=args.threads)
+    with bench_stack(base, out, base.topic_partitions) as stacked:
+        settings = load_settings(**{**stacked.model_dump(), "stores": {STORE: str(out / "store")}})
+        plan = Plan(posts=args.posts, half_posts=1, naive_posts=1, runs=1)
+        bench = Bench(settings, plan, default_sources(), out, echo=print)
+        spec = ContenderSpec("profile", "profile", args.contender, args.shape)
+        contender_settings = bench.contender_settings(spec)
+        workers = bench.processes(spec, contender_settings)
+        workers.start()
+        try:
+            workers.wait_ready()
+            worker = workers.workers[0] if isinstance(workers, Workers) else None
+            collector, producer = Collector(contender_settings), Producer(contender_settings)
+            pid = workers.pids()[0]
+            warm = bench.post_set("profile-w", 128, args.shape)
+            producer.send(contender_settings.topic_posts, warm)
+            collector.collect("profile-w", len(warm), 300)
+            posts = bench.post_set("profile-s", args.posts, args.shape)
+            spy = None
+            raw = out / "py-spy.txt"
+            exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            if Path(exe).exists():  # started before the pause: py-spy cannot attach to a stopped process
+                spy = subprocess.Popen(
+                    [
+                        exe,
+                        "record",
+                        "-p",
+                        str(pid),
+                        "-r",
+                        str(args.rate),
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(raw),
+                        "--threads",
+                        "--idle",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=(out / "py-spy.log").open("wb"),
+                )
+                time.sleep(2.0)
+            before = stage_sums(worker.scrape()) if worker else {}
+            pause([pid])
+            producer.send(contender_settings.topic_posts, posts)
+            resume([pid])
+            released = time.time()
+            published, _ = collector.collect("profile-s", len(posts), 600)
+            elapsed = max(published.values()) - released
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            after = stage_sums(worker.scrape()) if worker else {}
+        finally:
+            workers.stop()
+    print(f"\n{len(published)} posts ({args.shape}) in {elapsed:.2f} s = {len(published) / elapsed:.1f} posts/s")
+    print("\nworker stage metrics (moderation_stage_seconds_sum, seconds over the backlog):")
+    for stage in sorted(after):
+        spent = after[stage] - before.get(stage, 0.0)
+        print(f"  {stage:<14} {spent:7.2f} s  {100 * spent / elapsed:5.1f}% of wall time")
+    if raw.exists():
+        by_thread: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            thread = stack.split(";", 1)[0]
+            by_thread[thread][classify(stack)] += int(count)
+        print(f"\npy-spy samples by thread and stage ({raw}):")
+        for thread, counts in sorted(by_thread.items(), key=lambda item: -sum(item[1].values())):
+            total = sum(counts.values())
+            print(f"  {thread}: {total} samples")
+            for stage, count in counts.most_common():
+                print(f"    {100 * count / total:5.1f}%  {stage}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The limit: the encoders alone on ready tensors, at the worker's batch sizes, combined for the post mix.
+
+The inputs are grouped exactly as the worker groups them on a backlog: posts in batches of
+``MODERATION_BATCH_MAX_SIZE``; within a batch the texts are normalised, sorted by length and cut into
+``MODERATION_TEXT_BATCH_SIZE`` forward passes (as ``encode`` does), the images into
+``MODERATION_IMAGE_BATCH_SIZE`` passes. Text rate: the text model's forward pass on the already tokenised
+batches. Image rate: ``encode`` on already preprocessed tensors. Combined for a mix with a share ``t`` of posts
+with text and ``i`` images per post, one post costs ``t / text_rate + i / image_rate`` seconds of model time, so
+the limit is ``1 / (t / text_rate + i / image_rate)`` posts/s. The image decode rate (bytes to model input, one
+thread, as the worker does it) is measured beside it and is not part of the limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moderation.settings import Settings
+
+
+def mix_rate(text_share: float, images_per_post: float, text_rate: float, image_rate: float) -> float:
+    """Posts/s when every post costs ``text_share / text_rate + images_per_post / image_rate`` seconds."""
+    cost = 0.0
+    if text_share:
+        cost += text_share / text_rate
+    if images_per_post:
+        cost += images_per_post / image_rate
+    if cost <= 0:
+        raise ValueError("a mix with neither text nor images has no model limit")
+    return 1.0 / cost
+
+
+@dataclass(frozen=True)
+class LimitRuns:
+    """Per-run rates (items/s) of the bare models and of image decoding, and what they ran on."""
+
+    text_per_s: list[float]
+    image_per_s: list[float]
+    decode_per_s: list[float]
+    text_encoder: str
+    image_encoder: str
+    device: str
+    torch_threads: int
+    text_batch_size: int
+    image_batch_size: int
+    texts: int
+    images: int
+    text_model_only: bool  # False: the text encoder is not a sentence-transformers model, tokenising included
+    peak_gpu_bytes: int | None
+
+
+def worker_windows(kinds: Sequence[str], batch_max_size: int) -> tuple[list[int], list[int]]:
+    """Texts and images in each worker batch of ``batch_max_size`` posts (in post order): how the worker groups
+    the encoders' inputs on a backlog."""
+    texts, images = [], []
+    for start in range(0, len(kinds), batch_max_size):
+        window = kinds[start : start + batch_max_size]
+        texts.append(sum(kind in ("text", "both") for kind in window))
+        images.append(sum(kind in ("image", "both") for kind in window))
+    return texts, images
+
+
+def _split(items: Sequence[Any], counts: Sequence[int]) -> list[Sequence[Any]]:
+    out, start = [], 0
+    for count in counts:
+        out.append(items[start : start + count])
+        start += count
+    return out
+
+
+def measure_limit(
+    settings: Settings,
+    texts: Sequence[str],
+    images: Sequence[bytes],
+    runs: int,
+    text_windows: Sequence[int] | None = None,
+    image_windows: Sequence[int] | None = None,
+) -> LimitRuns:
+    """Load the encoders the fusion model names (as the worker does) and time them ``runs`` times.
+
+    The inputs are grouped as the worker groups them (``text_windows`` / ``image_windows``: items per worker
+    batch, see :func:`worker_windows`; default one group): each group's texts are sorted by length and cut into
+    ``MODERATION_TEXT_BATCH_SIZE`` forward passes as ``encode`` does, each group's images into
+    ``MODERATION_IMAGE_BATCH_SIZE`` passes. Runs in its own process (see
+    :func:`moderation.bench.processes.in_subprocess`). One untimed pass first pays the one-off costs (allocator
+    growth, kernel selection, lazy initialisation).
+    """
+    import torch
+
+    from moderation.decode.images import ImageLimits
+    from moderation.encode import create_image_encoder, create_text_encoder
+    from moderation.encode.base import inference_context
+    from moderation.encode.text import SentenceTransformerEncoder
+    from moderation.fuse import load_fusion_model
+
+    model = load_fusion_model(settings.model_dir)
+    device = settings.resolved_device
+    text = create_text_encoder(
+        model.text_encoder, device=device, threads=settings.torch_threads, batch_size=settings.text_batch_size
+    )
+    image = create_image_encoder(
+        model.image_encoder, device=device, threads=settings.torch_threads, batch_size=settings.image_batch_size
+    )
+    cuda = device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(run: Any, count: int) -> float:
+        start = time.perf_counter()
+        run()
+        sync()
+        return count / (time.perf_counter() - start)
+
+    limits = ImageLimits.from_settings(settings)
+    text_groups = _split(texts, text_windows or [len(texts)])
+    model_only = isinstance(text, SentenceTransformerEncoder)
+    if isinstance(text, SentenceTransformerEncoder):
+        st = text
+        batches: list[dict[str, Any]] = []
+        for group in text_groups:
+            normalised = sorted((_normalise(st, t) for t in group), key=len)  # as encode() orders them
+            for i in range(0, len(normalised), st.batch_size):
+                batches.append(st._tokenize(normalised[i : i + st.batch_size]))
+
+        def text_pass() -> None:
+            with inference_context(st.device):
+                for features in batches:
+                    st._model(features)["sentence_embedding"].float().cpu()
+
+    else:
+
+        def text_pass() -> None:
+            for group in text_groups:
+                text.encode(group)
+
+    text_pass()
+    text_rates = [timed(text_pass, len(texts)) for _ in range(runs)]
+
+    tensors = [image.preprocess(data, limits) for data in images]
+    image_groups = _split(tensors, image_windows or [len(tensors)])
+
+    def image_pass() -> None:
+        for group in image_groups:
+            if len(group):
+                image.encode(group)
+
+    image_pass()
+    image_rates = [timed(image_pass, len(images)) for _ in range(runs)]
+
+    def decode_pass() -> None:
+        for data in images:
+            image.preprocess(data, limits)
+
+    decode_pass()
+    decode_rates = [timed(decode_pass, len(images)) for _ in range(runs)]
+    return LimitRuns(
+        text_per_s=text_rates,
+        image_per_s=image_rates,
+        decode_per_s=decode_rates,
+        text_encoder=text.version,
+        image_encoder=image.version,
+        device=device,
+        torch_threads=torch.get_num_threads(),
+        text_batch_size=settings.text_batch_size,
+        image_batch_size=settings.image_batch_size,
+        texts=len(texts),
+        images=len(images),
+        text_model_only=model_only,
+        peak_gpu_bytes=int(torch.cuda.max_memory_allocated()) if cuda else None,
+    )
+
+
+def _normalise(encoder: Any, text: str) -> str:
+    from moderation.decode.text import normalise_text
+
+    return normalise_text(text, leetspeak=encoder.leetspeak)

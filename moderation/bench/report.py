@@ -1,0 +1,195 @@
+"""The benchmark's report: Markdown tables of the limit, every contender, the ratios against the targets, scaling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from typing import Any
+
+from moderation.bench.limit import mix_rate
+from moderation.bench.runner import BenchResult, ContenderResult
+from moderation.bench.stats import Figure, latency_figures
+
+# Targets of the issue, for a CPU run; a GPU run reports posts/s against its own target.
+TARGET_LIMIT = 0.90
+TARGET_PLAIN = 0.95
+TARGET_NAIVE = 1.0
+TARGET_GPU_POSTS_PER_S = 10_000
+
+
+def limit_figures(result: BenchResult) -> dict[str, Figure]:
+    """Per-modality rates, decode rate, and the mix's limit per run (the limit's runs pair up text and image)."""
+    limit = result.limit
+    share, images = result.mix["text_share"], result.mix["images_per_post"]
+    combined = [mix_rate(share, images, t, i) for t, i in zip(limit.text_per_s, limit.image_per_s, strict=True)]
+    with_decode = [
+        mix_rate(share, images, t, 1 / (1 / i + 1 / d))
+        for t, i, d in zip(limit.text_per_s, limit.image_per_s, limit.decode_per_s, strict=True)
+    ]
+    return {
+        "text": Figure.of(limit.text_per_s),
+        "image": Figure.of(limit.image_per_s),
+        "decode": Figure.of(limit.decode_per_s),
+        "limit": Figure.of(combined),
+        "limit_with_decode": Figure.of(with_decode),
+    }
+
+
+def _mib(values: list[int]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0] / 2**20:,.0f} MiB"
+    return f"{sum(values) / 2**20:,.0f} MiB ({len(values)} x ~{statistics.mean(values) / 2**20:,.0f})"
+
+
+def _latency(runs: list[Any]) -> str:
+    if not runs:
+        return "-"
+    p50, p95, p99 = latency_figures(runs)
+    return f"{p50.format(3)} / {p95.format(3)} / {p99.format(3)}"
+
+
+def _find(result: BenchResult, name: str) -> ContenderResult | None:
+    return next((c for c in result.contenders if c.spec.name == name), None)
+
+
+def _ratio(numerator: ContenderResult | None, denominator: float | None) -> float | None:
+    if numerator is None or not numerator.throughput or not denominator:
+        return None
+    return statistics.median(numerator.throughput) / denominator
+
+
+def ratios(result: BenchResult) -> list[tuple[str, float | None, str, bool | None]]:
+    """(what, ratio, target, met) for each target of the issue, for every product shape measured."""
+    limit = limit_figures(result)["limit"].median
+    plain = _find(result, "plain")
+    naive = _find(result, "naive")
+    plain_rate = statistics.median(plain.throughput) if plain and plain.throughput else None
+    naive_rate = statistics.median(naive.throughput) if naive and naive.throughput else None
+    rows: list[tuple[str, float | None, str, bool | None]] = []
+    for contender in result.contenders:
+        if contender.spec.kind != "product" or contender.spec.processes != 1:
+            continue
+        shape = contender.spec.shape
+        for label, denominator, target in (
+            ("limit", limit, TARGET_LIMIT),
+            ("plain batched loop", plain_rate, TARGET_PLAIN),
+            ("naive consumer", naive_rate, TARGET_NAIVE),
+        ):
+            value = _ratio(contender, denominator)
+            op = ">" if target == TARGET_NAIVE else ">="
+            met = None if value is None else (value > target if op == ">" else value >= target)
+            rows.append((f"product (images {shape}) / {label}", value, f"{op} {target:.2f}", met))
+    return rows
+
+
+def format_report(result: BenchResult) -> str:
+    """The whole report as Markdown."""
+    machine, settings, plan = result.machine, result.settings, result.plan
+    figures = limit_figures(result)
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['nproc']} cores (nproc), {machine['memory']} RAM"
+        + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU")
+        + f"; Python {machine['python']}, torch {machine['torch']}; {machine['date']}.",
+        f"Device {settings['device']}, {settings['torch_threads']} torch threads, {settings['precision']}, "
+        f"{settings['memory_format']}; worker batches of up to {settings['batch_max_size']} posts "
+        f"(wait {settings['batch_max_wait_ms']} ms), text batch {settings['text_batch_size']}, image batch "
+        f"{settings['image_batch_size']}; {settings['partitions']} partitions per topic.",
+        f"Encoders: {settings['text_encoder']}, {settings['image_encoder']}; fusion model {settings['model_dir']}.",
+        f"Posts: {plan.posts} per saturation run ({plan.naive_posts} for the naive consumer), {plan.half_posts} per "
+        f"half-load run; mix 40% text only, 20% image only, 40% both ({result.mix['text_share']:.2f} texts and "
+        f"{result.mix['images_per_post']:.2f} images per post); 640x480 JPEG q90, every text and image unique; "
+        "mean message "
+        + ", ".join(f"{size / 1024:,.1f} KiB ({shape})" for shape, size in result.message_bytes.items())
+        + ".",
+        f"Each figure: median [min-max] of {plan.runs} run(s). Load average (1, 5, 15 min) at start "
+        f"{result.loadavg.get('start', '?')}, at end {result.loadavg.get('end', '?')}.",
+        "",
+        "### Limit: bare models on ready tensors",
+        "",
+        "| measurement | rate |",
+        "|---|---:|",
+        f"| text encoder, batch {result.limit.text_batch_size} (texts/s"
+        + ("" if result.limit.text_model_only else ", tokenising included")
+        + f") | {figures['text'].format()} |",
+        f"| image encoder, batch {result.limit.image_batch_size} (images/s) | {figures['image'].format()} |",
+        f"| **limit for the mix** (posts/s) = 1 / ({result.mix['text_share']:.2f} / text + "
+        f"{result.mix['images_per_post']:.2f} / image) | **{figures['limit'].format()}** |",
+        f"| image decode to model input, one thread (images/s), beside the limit | {figures['decode'].format()} |",
+        f"| the mix with decode added in series (posts/s), for reference | {figures['limit_with_decode'].format()} |",
+        "",
+        "### Throughput and latency",
+        "",
+        "| contender | processes x torch threads | posts/s at saturation | latency at saturation p50 / p95 / p99 (s) "
+        "| half load (posts/s offered) | latency at half load p50 / p95 / p99 (s) | peak RSS | peak GPU memory |",
+        "|---|---|---:|---|---:|---|---:|---:|",
+    ]
+    threads = settings["torch_threads"]
+    for c in result.contenders:
+        spec = c.spec
+        rate = Figure.of(c.throughput).format() if c.throughput else "-"
+        half = f"{c.half_rate:,.1f}" if c.half_rate else "-"
+        if c.half_rate and c.half_achieved:
+            achieved = statistics.median(c.half_achieved)
+            if achieved < 0.95 * c.half_rate:
+                half += f" (achieved {achieved:,.1f})"
+        lines.append(
+            f"| {spec.label} | {spec.processes} x {spec.threads or threads} | {rate} | {_latency(c.saturation)} "
+            f"| {half} | {_latency(c.half)} | {_mib(c.peak_rss_bytes)} | {_mib(c.peak_gpu_bytes)} |"
+        )
+    lines += ["", "### Ratios against the targets", "", "| ratio | value | target | met |", "|---|---:|---:|---|"]
+    for label, value, target, met in ratios(result):
+        shown = "-" if value is None else f"{value:.2f}"
+        verdict = "-" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {label} | {shown} | {target} | {verdict} |")
+    if settings["device"].startswith("cuda"):
+        product = _find(result, "product-inline") or _find(result, "product-ref")
+        if product and product.throughput:
+            gpu_rate = statistics.median(product.throughput)
+            gpu_met = "yes" if gpu_rate >= TARGET_GPU_POSTS_PER_S else "**no**"
+            lines.append(f"| product posts/s on GPU | {gpu_rate:,.0f} | >= {TARGET_GPU_POSTS_PER_S:,} | {gpu_met} |")
+    scaling = [c for c in result.contenders if c.spec.kind == "product" and c.spec.shape == plan.scaling_shape]
+    scaling.sort(key=lambda c: c.spec.processes)
+    if len(scaling) > 1 and scaling[0].throughput:
+        base = statistics.median(scaling[0].throughput)
+        lines += [
+            "",
+            f"### Scaling: worker processes on this machine (images {plan.scaling_shape})",
+            "",
+            "| workers | torch threads each | posts/s | speed-up over 1 worker |",
+            "|---:|---:|---:|---:|",
+        ]
+        for c in scaling:
+            if c.throughput:
+                speedup = statistics.median(c.throughput) / base
+                lines.append(
+                    f"| {c.spec.processes} | {c.spec.threads or threads} | {Figure.of(c.throughput).format()} "
+                    f"| {speedup:.2f}x |"
+                )
+    notes = [f"{c.spec.label}: {note}" for c in result.contenders for note in c.notes]
+    problems = [
+        f"{c.spec.label}: {c.duplicates} duplicate verdicts, {c.dead_letters} dead letters"
+        for c in result.contenders
+        if c.duplicates or c.dead_letters
+    ]
+    if notes or problems:
+        lines += ["", "Notes:", *[f"- {line}" for line in problems + notes]]
+    return "\n".join(lines)
+
+
+def to_json(result: BenchResult) -> str:
+    """Every run's raw numbers, for later comparison."""
+
+    def default(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    payload = dataclasses.asdict(result)
+    payload["figures"] = {name: dataclasses.asdict(fig) for name, fig in limit_figures(result).items()}
+    payload["ratios"] = [
+        {"ratio": label, "value": value, "target": target, "met": met} for label, value, target, met in ratios(result)
+    ]
+    return json.dumps(payload, indent=2, default=default)

@@ -1,0 +1,139 @@
+"""The limit's arithmetic, the statistics, the contender list and the report, on made-up numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moderation.bench.limit import LimitRuns, mix_rate, worker_windows
+from moderation.bench.report import format_report, limit_figures, ratios, to_json
+from moderation.bench.runner import (
+    BenchResult,
+    ContenderResult,
+    ContenderSpec,
+    Plan,
+    contender_groups,
+    contender_specs,
+)
+from moderation.bench.stats import Figure, Latency, percentile
+
+
+def test_mix_rate() -> None:
+    # 0.8 texts at 100/s (8 ms) + 0.6 images at 50/s (12 ms) = 20 ms a post
+    assert mix_rate(0.8, 0.6, 100.0, 50.0) == pytest.approx(50.0)
+    assert mix_rate(1.0, 0.0, 200.0, 1.0) == pytest.approx(200.0)
+    assert mix_rate(0.0, 2.0, 1.0, 30.0) == pytest.approx(15.0)
+    with pytest.raises(ValueError):
+        mix_rate(0.0, 0.0, 1.0, 1.0)
+
+
+def test_figure_and_percentiles() -> None:
+    figure = Figure.of([3.0, 1.0, 2.0, 10.0, 4.0])
+    assert (figure.median, figure.low, figure.high, figure.runs) == (3.0, 1.0, 10.0, 5)
+    assert figure.format(1) == "3.0 [1.0-10.0]"
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([7.0], 95) == 7.0
+    latency = Latency.of(values)
+    assert latency.p50 < latency.p95 < latency.p99
+    with pytest.raises(ValueError):
+        Figure.of([])
+
+
+def test_contender_specs_split_the_cores() -> None:
+    specs = contender_specs(Plan(), cpus=2)
+    names = [spec.name for spec in specs]
+    assert names == ["product-inline", "product-ref", "plain", "naive", "product-inline-2w", "product-inline-4w"]
+    threads = {spec.name: spec.threads for spec in specs}
+    assert threads["product-inline-2w"] == 1 and threads["product-inline-4w"] == 1
+    assert contender_specs(Plan(), cpus=16)[-1].threads == 4
+    quick = contender_specs(Plan.quick(), cpus=2)
+    assert [spec.name for spec in quick][-1] == "product-inline-2w"
+    groups = [[spec.name for spec in group] for group in contender_groups(specs)]
+    assert groups == [["product-inline", "product-ref", "plain", "naive"], ["product-inline-2w"], ["product-inline-4w"]]
+
+
+def _result() -> BenchResult:
+    limit = LimitRuns(
+        text_per_s=[100.0, 110.0, 90.0],
+        image_per_s=[50.0, 55.0, 45.0],
+        decode_per_s=[200.0, 210.0, 190.0],
+        text_encoder="minilm-l6@x",
+        image_encoder="efficientnet-lite0@y",
+        device="cpu",
+        torch_threads=2,
+        text_batch_size=64,
+        image_batch_size=32,
+        texts=256,
+        images=192,
+        text_model_only=True,
+        peak_gpu_bytes=None,
+    )
+    lat = Latency(1.0, 2.0, 3.0)
+
+    def contender(name: str, kind: str, rates: list[float], processes: int = 1) -> ContenderResult:
+        spec = ContenderSpec(name, name, kind, "inline", processes=processes)  # type: ignore[arg-type]
+        return ContenderResult(
+            spec=spec, posts=320, throughput=rates, saturation=[lat] * len(rates), peak_rss_bytes=[2**30] * processes
+        )
+
+    return BenchResult(
+        machine={"cpu": "test cpu", "nproc": 2, "memory": "8 GiB", "python": "3.11", "torch": "2", "date": "today"},
+        plan=Plan(runs=3),
+        settings={
+            "device": "cpu",
+            "torch_threads": 2,
+            "precision": "float32",
+            "memory_format": "channels-last",
+            "batch_max_size": 64,
+            "batch_max_wait_ms": 50,
+            "text_batch_size": 64,
+            "image_batch_size": 32,
+            "partitions": 4,
+            "text_encoder": "minilm-l6@x",
+            "image_encoder": "efficientnet-lite0@y",
+            "model_dir": "models/default",
+        },
+        mix={"text_share": 0.8, "images_per_post": 0.6},
+        limit=limit,
+        contenders=[
+            contender("product-inline", "product", [46.0, 45.0, 47.0]),
+            contender("plain", "plain", [47.0, 48.0, 46.0]),
+            contender("naive", "naive", [20.0, 21.0, 19.0]),
+            contender("product-inline-2w", "product", [60.0, 61.0, 59.0], processes=2),
+        ],
+        message_bytes={"inline": 70_000.0},
+        started_at="now",
+    )
+
+
+def test_limit_and_ratios() -> None:
+    result = _result()
+    figures = limit_figures(result)
+    assert figures["limit"].median == pytest.approx(50.0)
+    assert figures["limit"].low == pytest.approx(mix_rate(0.8, 0.6, 90, 45))
+    assert figures["limit_with_decode"].median < figures["limit"].median
+    rows = {label: (value, met) for label, value, _, met in ratios(result)}
+    assert rows["product (images inline) / limit"] == (pytest.approx(0.92), True)
+    assert rows["product (images inline) / plain batched loop"][0] == pytest.approx(46 / 47)
+    assert rows["product (images inline) / plain batched loop"][1] is True
+    assert rows["product (images inline) / naive consumer"] == (pytest.approx(46 / 20), True)
+
+
+def test_report_and_json() -> None:
+    result = _result()
+    report = format_report(result)
+    assert "**limit for the mix** (posts/s)" in report
+    assert "| product-inline | 1 x 2 | 46.0 [45.0-47.0] |" in report
+    assert "### Scaling" in report and "| 2 | 2 | 60.0 [59.0-61.0] | 1.30x |" in report
+    payload = json.loads(to_json(result))
+    assert payload["figures"]["limit"]["median"] == pytest.approx(50.0)
+    assert payload["contenders"][0]["throughput"] == [46.0, 45.0, 47.0]
+
+
+def test_worker_windows() -> None:
+    kinds = ["text", "image", "both", "text", "both"]
+    assert worker_windows(kinds, 2) == ([1, 2, 1], [1, 1, 1])
+    assert worker_windows(kinds, 64) == ([4], [3])
