@@ -120,7 +120,7 @@ def main() -> None:
     with bench_stack(base, out, base.topic_partitions) as stacked:
         settings = load_settings(**{**stacked.model_dump(), "stores": {STORE: str(out / "store")}})
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
-        bench = Bench(settings, Plan(posts=args.posts, half_posts=1, naive_posts=1), default_sources(), out, print)
+        bench = Bench(settings, Plan(posts=2 * args.posts, half_posts=1, naive_posts=1), default_sources(), out, print)
         print(f"{args.posts} posts per run, batches of {args.batch}, best of {args.runs} runs (posts/s, one thread)")
         for decode in (False, True):
             pipe = pipeline(settings, redis_url, decode)

@@ -47,14 +47,25 @@ def wait_for_quiet(threshold: float, max_wait_s: float, interval_s: float = 60.0
 @click.option("--posts", type=click.IntRange(min=1), default=None, help="Posts per saturation run (default 320).")
 @click.option("--half-posts", type=click.IntRange(min=1), default=None, help="Posts per half-load run (default 160).")
 @click.option("--naive-posts", type=click.IntRange(min=1), default=None, help="Posts per naive run (default 96).")
-@click.option("--workers", default=None, callback=lambda c, p, v: _counts(c, p, v) if v else None, help="1,2,4.")
+@click.option(
+    "--workers",
+    default=None,
+    callback=lambda c, p, v: _counts(c, p, v) if v else None,
+    help="Worker processes for the scaling runs (default 1,2,4; quick 1,2).",
+)
 @click.option("--shapes", default="inline,ref", show_default=True, callback=_shapes, help="Image shapes to run.")
 @click.option("--no-baselines", is_flag=True, help="Skip the plain loop and the naive consumer.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default: an embedded broker started here).")
 @click.option("--redis-url", default=None, help="Redis URL (default: an embedded cache started here).")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions per topic (default 4).")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Fusion model folder (default: MODERATION_MODEL_DIR).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Default: MODERATION_DEVICE.")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads (0: torch's default).")
 @click.option(
     "--sources",
@@ -62,8 +73,16 @@ def wait_for_quiet(threshold: float, max_wait_s: float, interval_s: float = 60.0
     default=None,
     help="Folder with texts.txt and photos/*.jpg (bench/pack.sh); default: the installed data packages.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write every run here."
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report here.",
+)
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None, help="Keep logs here.")
 @click.option("--wait-for-load", type=float, default=0.0, help="Start once the 1-min load is below this (0: now).")
 @click.option("--max-wait-min", type=float, default=45.0, show_default=True, help="Longest wait for a quiet machine.")

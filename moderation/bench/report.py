@@ -97,7 +97,13 @@ def format_report(result: BenchResult) -> str:
         f"{settings['memory_format']}; worker batches of up to {settings['batch_max_size']} posts "
         f"(wait {settings['batch_max_wait_ms']} ms), text batch {settings['text_batch_size']}, image batch "
         f"{settings['image_batch_size']}; {settings['partitions']} partitions per topic.",
-        f"Encoders: {settings['text_encoder']}, {settings['image_encoder']}; fusion model {settings['model_dir']}.",
+        f"Encoders: {settings['text_encoder']}, {settings['image_encoder']}; fusion model {settings['model_dir']}."
+        + (
+            " Encoder weights: RANDOMLY INITIALISED stand-ins of the same architectures (speed does not depend on "
+            "the weights; the verdicts mean nothing)."
+            if machine.get("weights") == "random"
+            else ""
+        ),
         f"Posts: {plan.posts} per saturation run ({plan.naive_posts} for the naive consumer), {plan.half_posts} per "
         f"half-load run; mix 40% text only, 20% image only, 40% both ({result.mix['text_share']:.2f} texts and "
         f"{result.mix['images_per_post']:.2f} images per post); 640x480 JPEG q90, every text and image unique; "

