@@ -84,9 +84,9 @@ def _parse_signal(values: tuple[str, ...], labelled: Callable[[], set[str]]) -> 
 @click.option(
     "--input-norm",
     type=click.Choice(["layer", "standard-layer"]),
-    default="layer",
+    default="standard-layer",
     show_default=True,
-    help="How the head normalises embeddings (standard-layer: the ablation of docs/MODEL_CARD.md).",
+    help="How the head normalises embeddings (layer: the ablation of docs/MODEL_CARD.md).",
 )
 @click.option("--name", default=None, help="Version prefix (default: the dataset's name).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("data/cache"), show_default=True)

@@ -114,9 +114,9 @@ class Standardize(nn.Module):
         return (rows - self.mean) * self.scale
 
 
-# "layer": LayerNorm of each embedding (the default; best on validation). "standard-layer": per-feature
-# standardisation with training statistics first, then LayerNorm (an ablation: it changes what a zero-filled
-# input becomes, see docs/MODEL_CARD.md).
+# "standard-layer" (the default): per-feature standardisation with training statistics, then LayerNorm, so a
+# zero-filled input lands far from the data instead of on the LayerNorm's learned bias. "layer": LayerNorm alone
+# (the ablation of docs/MODEL_CARD.md).
 INPUT_NORMS = ("layer", "standard-layer")
 
 
@@ -139,7 +139,7 @@ class LateFusionHead(FusionHead):
         modalities: tuple[str, ...] | list[str] = MODALITIES,
         interaction: bool = True,
         zero_fill: bool = False,
-        input_norm: str = "layer",
+        input_norm: str = "standard-layer",
     ) -> None:
         super().__init__()
         if input_norm not in INPUT_NORMS:

@@ -38,7 +38,7 @@ class TrainConfig:
     modalities: tuple[str, ...] = ("text", "image")
     interaction: bool = True
     zero_fill: bool = False
-    input_norm: str = "layer"
+    input_norm: str = "standard-layer"
     modality_dropout: tuple[float, float, float, float] | None = DEFAULT_MODALITY_DROPOUT
     complete_only: bool = False
     epochs: int = 80
