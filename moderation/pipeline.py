@@ -7,6 +7,7 @@ posts were replays, which became dead letters at which stage, and the timings st
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from moderation.publish.messages import dead_letter_message, decision_fields, ve
 from moderation.settings import Settings
 from moderation.state.cache import Cache, review_sent_key, verdict_key
 from moderation.types import Action, DecodedPost, RawRecord, Rejection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -219,6 +222,11 @@ def build_pipeline(settings: Settings, redis_url: str | None, metrics: Metrics) 
     image = create_encoder(
         model.image_encoder, device=device, threads=settings.torch_threads, batch_size=settings.image_batch_size
     )
+    if settings.warm_up:
+        started = time.perf_counter()
+        text.warm_up()
+        image.warm_up()
+        log.info("encoders warmed up", extra={"seconds": round(time.perf_counter() - started, 2), "device": device})
     cache = Cache(redis_url, settings.cache_ttl_s, metrics)
     policy_path = settings.policy_file or settings.model_dir / "policy.yaml"
     policies = PolicySource(policy_path)

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # --- models -------------------------------------------------------------------------------------------
     device: DeviceName = Field("auto", description="Where models run: `auto` picks CUDA when present.")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default).")
+    warm_up: bool = Field(
+        True,
+        description="Before reporting ready, run each encoder at every batch shape it pads to (CUDA only), so no "
+        "post pays the GPU's one-time set-up for a shape.",
+    )
     text_encoder: str = Field(
         "minilm-l6", description="Registered text encoder name, or a sentence-transformers folder."
     )

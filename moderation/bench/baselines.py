@@ -51,6 +51,9 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
     image_encoder: Any = create_encoder(
         model.image_encoder, device=device, threads=settings.torch_threads, batch_size=settings.image_batch_size
     )
+    if settings.warm_up:  # the same start-up as the product's worker (MODERATION_WARM_UP)
+        text_encoder.warm_up()
+        image_encoder.warm_up()
     limits = ImageLimits.from_settings(settings)
     stores = {name: Path(folder) for name, folder in settings.stores.items()}
 

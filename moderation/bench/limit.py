@@ -7,7 +7,7 @@ The inputs are grouped exactly as the worker groups them on a backlog: posts in 
 batches. Image rate: ``encode`` on already preprocessed tensors. Combined for a mix with a share ``t`` of posts
 with text and ``i`` images per post, one post costs ``t / text_rate + i / image_rate`` seconds of model time, so
 the limit is ``1 / (t / text_rate + i / image_rate)`` posts/s. The image decode rate (bytes to model input, one
-thread, as the worker does it) is measured beside it and is not part of the limit.
+thread, one call per worker batch, as the worker does it) is measured beside it and is not part of the limit.
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ def measure_limit(
     text_pass()
     text_rates = [timed(text_pass, len(texts)) for _ in range(runs)]
 
+    windows = image_windows or [len(images)]
     tensors = [image.preprocess(data, limits) for data in images]
-    image_groups = _split(tensors, image_windows or [len(tensors)])
+    image_groups = _split(tensors, windows)
 
     def image_pass() -> None:
         for group in image_groups:
@@ -151,9 +152,11 @@ def measure_limit(
     image_pass()
     image_rates = [timed(image_pass, len(images)) for _ in range(runs)]
 
-    def decode_pass() -> None:
-        for data in images:
-            image.preprocess(data, limits)
+    byte_groups = _split([(data, None) for data in images], windows)
+
+    def decode_pass() -> None:  # as the worker decodes: one call per batch
+        for group in byte_groups:
+            image.preprocess_many(group, limits)
 
     decode_pass()
     decode_rates = [timed(decode_pass, len(images)) for _ in range(runs)]

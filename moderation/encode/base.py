@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import torch
 
-from moderation.errors import ConfigError, ModelError
+from moderation.errors import ConfigError, DecodeError, ModelError
 from moderation.types import Modality
 
 if TYPE_CHECKING:
@@ -33,6 +33,11 @@ class Encoder(Protocol):
     modality: Modality
     dim: int  #: length of each output vector
     device: torch.device  #: where the model runs; outputs are always returned on the CPU
+
+    def warm_up(self) -> None:
+        """Run the model once at every batch shape it pads to (CUDA; nothing on the CPU), so that no post pays
+        the GPU's one-time set-up for a shape (kernel and convolution plan selection, seconds per shape)."""
+        ...
 
 
 @runtime_checkable
@@ -53,6 +58,13 @@ class ImageEncoder(Encoder, Protocol):
 
         ``declared_type``: the content type the post claims; one that disagrees with the bytes is refused.
         """
+        ...
+
+    def preprocess_many(
+        self, images: Sequence[tuple[bytes, str | None]], limits: ImageLimits
+    ) -> list[torch.Tensor | DecodeError]:
+        """:meth:`preprocess` for each ``(data, declared_type)``, in order, with each failure in its own slot, so
+        one bad image does not cost its neighbours; a GPU encoder decodes the whole list in one batched call."""
         ...
 
     def encode(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -131,6 +143,11 @@ def weights_digest(paths: Iterable[Path], length: int = 12) -> str:
 def bucket_size(n: int) -> int:
     """The next power of two >= ``n``: batch shapes on CUDA are padded to these so kernels are set up once."""
     return 1 << max(0, (n - 1).bit_length())
+
+
+def bucket_sizes(batch_size: int) -> list[int]:
+    """Every bucket a batch of at most ``batch_size`` items pads to: 1, 2, 4, ... ``bucket_size(batch_size)``."""
+    return [1 << power for power in range(bucket_size(batch_size).bit_length())]
 
 
 def check_batch_size(batch_size: int) -> int:

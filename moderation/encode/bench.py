@@ -86,7 +86,9 @@ def bench_image(
 ) -> list[BenchRow]:
     """Images per second of ``encode`` on preprocessed tensors, of ``preprocess`` alone, and of ``encode_bytes``."""
     data = [images[i % len(images)] for i in range(n)]
-    decode_per_s = _throughput(data, 1, lambda chunk: [encoder.preprocess(item, limits) for item in chunk], repeat)
+    decode_per_s = _throughput(
+        data, max(batch_sizes), lambda chunk: encoder.preprocess_many([(item, None) for item in chunk], limits), repeat
+    )
     tensors = [encoder.preprocess(item, limits) for item in data]
     rows = []
     for size in batch_sizes:

@@ -51,13 +51,15 @@ class CachedEncoders:
             tensors: list[torch.Tensor] = []
             decoded: list[int] = []
             failures: dict[int, DecodeError] = {}
-            for index in missing:
-                image = images[index]
-                try:
-                    tensors.append(self.image.preprocess(image.data, limits, image.declared_type))
+            prepared = self.image.preprocess_many(
+                [(images[index].data, images[index].declared_type) for index in missing], limits
+            )
+            for index, item in zip(missing, prepared, strict=True):
+                if isinstance(item, DecodeError):
+                    failures[index] = item
+                else:
+                    tensors.append(item)
                     decoded.append(index)
-                except DecodeError as exc:
-                    failures[index] = exc
             rows = torch.full((len(missing), self.image.dim), float("nan"))
             if tensors:
                 encoded = self.image.encode(tensors)

@@ -7,21 +7,24 @@ JPEGs are decoded by nvjpeg on the GPU and resized there, since the CPU decode i
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Sequence
 
 import torch
+from PIL import Image
 from torch import nn
 
 from moderation.decode.images import JPEG, ImageLimits, decode_image, open_image, sniff_content_type
 from moderation.encode.base import (
     bucket_size,
+    bucket_sizes,
     check_batch_size,
     inference_context,
     resolve_device,
     set_threads,
 )
-from moderation.errors import ConfigError
+from moderation.errors import ConfigError, DecodeError
 from moderation.types import Modality
 
 
@@ -71,11 +74,74 @@ class TimmImageEncoder:
 
         ``declared_type`` is the content type the post claims, checked against the sniffed one.
         """
-        if self._gpu_jpeg and sniff_content_type(data) == JPEG:
-            decoded = self._decode_jpeg_on_gpu(data, limits, declared_type)
-            if decoded is not None:
-                return self._transform(decoded)
+        (item,) = self.preprocess_many([(data, declared_type)], limits)
+        if isinstance(item, DecodeError):
+            raise item
+        return item
+
+    def preprocess_many(
+        self, images: Sequence[tuple[bytes, str | None]], limits: ImageLimits
+    ) -> list[torch.Tensor | DecodeError]:
+        """:meth:`preprocess` for a list, each failure in its own slot. On CUDA the JPEGs are decoded in batched
+        nvjpeg calls and resized, cropped and normalised in one call per image size: one call per image costs
+        more host time than the GPU work it launches."""
+        results: list[torch.Tensor | DecodeError | None] = [None] * len(images)
+        on_gpu: list[tuple[int, int]] = []  # (index, pixels)
+        for index, (data, declared_type) in enumerate(images):
+            try:
+                if self._gpu_jpeg and sniff_content_type(data) == JPEG:
+                    image, _ = open_image(data, limits, declared_type)  # every limit, from the header, first
+                    on_gpu.append((index, image.width * image.height))
+                else:
+                    results[index] = self._preprocess_on_cpu(data, limits, declared_type)
+            except DecodeError as exc:
+                results[index] = exc
+        for chunk in _pixel_chunks(on_gpu, GPU_DECODE_PIXELS):
+            for index, decoded in zip(chunk, self._decode_jpegs([images[i][0] for i in chunk]), strict=True):
+                results[index] = decoded
+        final: list[torch.Tensor | DecodeError] = []
+        for (data, declared_type), item in zip(images, results, strict=True):
+            if item is None:  # nvjpeg could not decode it (CMYK, unusual sampling): the CPU decodes or refuses it
+                try:
+                    item = self._preprocess_on_cpu(data, limits, declared_type)
+                except DecodeError as exc:
+                    item = exc
+            final.append(item)
+        return final
+
+    def _preprocess_on_cpu(self, data: bytes, limits: ImageLimits, declared_type: str | None) -> torch.Tensor:
         return self._transform(decode_image(data, self._decode_size, limits, declared_type))
+
+    def _decode_jpegs(self, jpegs: Sequence[bytes]) -> list[torch.Tensor | None]:
+        """Batched ``decode_jpeg`` on this encoder's device (nvjpeg on CUDA), then the model's transform once per
+        distinct image size; ``None`` for an image it cannot decode (a failed batch is retried one by one to find
+        which). The product uses it on CUDA only: on the CPU, PIL's reduced-size JPEG decode is faster."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        if not jpegs:
+            return []
+        raws = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+        mode = ImageReadMode.RGB
+        decoded: list[torch.Tensor | None]
+        try:
+            decoded = list(decode_jpeg(raws, mode=mode, device=self.device, apply_exif_orientation=True))
+        except RuntimeError:
+            decoded = []
+            for raw in raws:
+                try:
+                    decoded.append(decode_jpeg(raw, mode=mode, device=self.device, apply_exif_orientation=True))
+                except RuntimeError:
+                    decoded.append(None)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(decoded):
+            if image is not None:
+                by_size.setdefault(tuple(image.shape), []).append(index)
+        out: list[torch.Tensor | None] = [None] * len(jpegs)
+        for members in by_size.values():
+            batch = torch.stack([decoded[i] for i in members]).float().div_(255.0)  # type: ignore[misc]
+            for index, tensor in zip(members, self._transform(batch).unbind(0), strict=True):
+                out[index] = tensor
+        return out
 
     def encode(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Preprocessed images -> float32 ``[N, dim]`` pooled features on the CPU, in input order."""
@@ -89,7 +155,12 @@ class TimmImageEncoder:
 
     def encode_bytes(self, images: Sequence[bytes], limits: ImageLimits) -> torch.Tensor:
         """Decode and encode; the first image that cannot be decoded raises its ``DecodeError``."""
-        return self.encode([self.preprocess(data, limits) for data in images])
+        tensors = []
+        for item in self.preprocess_many([(data, None) for data in images], limits):
+            if isinstance(item, DecodeError):
+                raise item
+            tensors.append(item)
+        return self.encode(tensors)
 
     def _batch(self, chunk: Sequence[torch.Tensor]) -> torch.Tensor:
         shapes = {tuple(image.shape) for image in chunk}
@@ -104,24 +175,48 @@ class TimmImageEncoder:
             batch = torch.cat([batch, padding])
         return batch.contiguous(memory_format=self._memory_format)
 
-    def _decode_jpeg_on_gpu(self, data: bytes, limits: ImageLimits, declared_type: str | None) -> torch.Tensor | None:
-        """nvjpeg decode to float ``[3, H, W]`` in [0, 1] on the GPU, limits checked from the header first.
-
-        ``None`` when nvjpeg cannot decode it (CMYK, unusual sampling): the CPU path then decodes or refuses.
-        """
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        open_image(data, limits, declared_type)
-        try:
-            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            image: torch.Tensor = decode_jpeg(
-                raw, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
-            )
-        except RuntimeError:
-            return None
-        return image.float().div_(255.0)
+    def warm_up(self) -> None:
+        if self.device.type != "cuda":
+            return
+        with inference_context(self.device):
+            for size in bucket_sizes(self.batch_size):
+                self._model(torch.zeros((size, *self.input_size), device=self.device).contiguous(
+                    memory_format=self._memory_format))  # fmt: skip
+        limits = ImageLimits(max_bytes=1 << 20, max_pixels=1 << 20, max_frames=1)
+        self.preprocess_many([(_warm_up_jpeg(), None)] * 2, limits)  # nvjpeg and the resize kernels
+        torch.cuda.synchronize(self.device)
 
     def _probe_dim(self) -> int:
         with inference_context(self.device):
             probe = torch.zeros((1, *self.input_size), device=self.device)
             return int(self._model(probe.contiguous(memory_format=self._memory_format)).shape[-1])
+
+
+def _warm_up_jpeg() -> bytes:
+    """A 640x480 JPEG, like a typical photo's shape."""
+    out = io.BytesIO()
+    Image.linear_gradient("L").convert("RGB").resize((640, 480)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+#: Most decoded pixels one batched GPU decode holds at once (as float32 after decoding: 12 bytes a pixel, so
+#: about 770 MB): enough for 200 photos of 640x480, and a batch of huge images is split instead of exhausting
+#: GPU memory.
+GPU_DECODE_PIXELS = 64_000_000
+
+
+def _pixel_chunks(items: Sequence[tuple[int, int]], budget: int) -> list[list[int]]:
+    """Indices of ``(index, pixels)`` items in order, cut into chunks of at most ``budget`` pixels (an item over
+    the budget alone gets a chunk of its own)."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for index, pixels in items:
+        if current and used + pixels > budget:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += pixels
+    if current:
+        chunks.append(current)
+    return chunks

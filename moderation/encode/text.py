@@ -15,6 +15,8 @@ import torch
 
 from moderation.decode.text import normalise_text
 from moderation.encode.base import (
+    bucket_size,
+    bucket_sizes,
     check_batch_size,
     inference_context,
     resolve_device,
@@ -122,8 +124,20 @@ class SentenceTransformerEncoder:
                 rows = order[start : start + self.batch_size]
                 features = self._tokenize([normalised[i] for i in rows])
                 embeddings = self._model(features)["sentence_embedding"]
-                out[rows] = embeddings.float().cpu()
+                out[rows] = embeddings[: len(rows)].float().cpu()
         return out
+
+    def warm_up(self) -> None:
+        if self.device.type != "cuda":
+            return
+        model: Any = self._model
+        longest = self._tokenize(["warm up " * int(getattr(model, "max_seq_length", None) or 512)])
+        tokens = longest["input_ids"].shape[1]
+        with inference_context(self.device):
+            for length in range(_CUDA_TOKEN_MULTIPLE, tokens + 1, _CUDA_TOKEN_MULTIPLE):
+                for rows in bucket_sizes(self.batch_size):
+                    self._model(_repeat_rows(_cut_tokens(longest, length), rows))
+        torch.cuda.synchronize(self.device)
 
     def _tokenize(self, texts: list[str]) -> dict[str, Any]:
         model: Any = self._model
@@ -131,6 +145,7 @@ class SentenceTransformerEncoder:
         features: dict[str, Any] = preprocess(texts)
         if self.device.type == "cuda":
             features = _pad_tokens(features, _CUDA_TOKEN_MULTIPLE, self._pad_id)
+            features = _repeat_rows(features, bucket_size(len(texts)))
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
 
     def _embedding_dim(self) -> int:
@@ -156,5 +171,29 @@ def _pad_tokens(features: dict[str, Any], multiple: int, pad_id: int) -> dict[st
         if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == length:
             fill = pad_id if key == "input_ids" else 0
             value = torch.nn.functional.pad(value, (0, extra), value=fill)
+        padded[key] = value
+    return padded
+
+
+def _cut_tokens(features: dict[str, Any], length: int) -> dict[str, Any]:
+    """The first ``length`` tokens of every ``[batch, tokens]`` tensor."""
+    tokens = features["input_ids"].shape[1]
+    return {
+        key: value[:, :length] if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == tokens
+        else value
+        for key, value in features.items()
+    }  # fmt: skip
+
+
+def _repeat_rows(features: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Every per-text tensor grown to ``rows`` rows by repeating its last row (a real input, so the extra rows
+    compute finite values that the caller drops): the batch dimension on CUDA is padded to a few bucket sizes."""
+    count = features["input_ids"].shape[0]
+    if rows <= count:
+        return features
+    padded: dict[str, Any] = {}
+    for key, value in features.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == count:
+            value = torch.cat([value, value[-1:].expand(rows - count, *value.shape[1:])])
         padded[key] = value
     return padded

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from moderation.encode import flatten_images
-from moderation.encode.base import bucket_size, resolve_device, weights_digest
+from moderation.encode.base import bucket_size, bucket_sizes, resolve_device, weights_digest
 from moderation.errors import ConfigError, ModelError
 
 
@@ -37,6 +37,9 @@ def test_resolve_device() -> None:
 
 def test_bucket_size() -> None:
     assert [bucket_size(n) for n in (1, 2, 3, 5, 8, 9, 64)] == [1, 2, 4, 8, 8, 16, 64]
+    assert bucket_sizes(1) == [1]
+    assert bucket_sizes(100) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert bucket_sizes(256)[-1] == 256 and len(bucket_sizes(256)) == 9
 
 
 def test_weights_digest_needs_files() -> None:

@@ -80,6 +80,82 @@ def test_wrong_tensor_shape_is_explained(image_encoder: ImageEncoder) -> None:
         image_encoder.encode([torch.zeros(3, 100, 100)])
 
 
+def _jpeg(image: Image.Image, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, **options)
+    return out.getvalue()
+
+
+def _mixed_batch(photos: list[bytes]) -> list[tuple[bytes, str | None]]:
+    """JPEGs of two sizes, a PNG, garbage, a type lie and a CMYK JPEG, each with the type the post declares."""
+    small = _jpeg(Image.open(io.BytesIO(photos[1])).convert("RGB").resize((300, 200)))
+    png = io.BytesIO()
+    Image.open(io.BytesIO(photos[0])).convert("RGB").save(png, "PNG")
+    cmyk = _jpeg(Image.open(io.BytesIO(photos[0])).convert("CMYK"))
+    return [
+        (photos[0], "image/jpeg"),
+        (b"not an image at all", None),
+        (small, None),
+        (png.getvalue(), "image/png"),
+        (photos[1], "image/png"),
+        (cmyk, None),
+        (photos[1], None),
+    ]
+
+
+def _check_mixed(results: list[torch.Tensor | DecodeError], one_by_one: list[torch.Tensor | DecodeError]) -> None:
+    assert [type(item) for item in results] == [type(item) for item in one_by_one]
+    assert isinstance(results[1], DecodeError) and results[1].reason is ReasonCode.IMAGE_UNSUPPORTED_TYPE
+    assert isinstance(results[4], DecodeError) and results[4].reason is ReasonCode.IMAGE_CONTENT_TYPE_MISMATCH
+    for got, alone in zip(results, one_by_one, strict=True):
+        if isinstance(got, torch.Tensor):
+            assert isinstance(alone, torch.Tensor) and got.shape == (3, 224, 224)
+            assert torch.allclose(got.cpu(), alone.cpu(), atol=1e-5)
+
+
+def _one_by_one(encoder: ImageEncoder, batch: list[tuple[bytes, str | None]], limits: ImageLimits) -> list:
+    out: list[torch.Tensor | DecodeError] = []
+    for data, declared_type in batch:
+        try:
+            out.append(encoder.preprocess(data, limits, declared_type))
+        except DecodeError as exc:
+            out.append(exc)
+    return out
+
+
+def test_preprocess_many_keeps_each_failure_in_its_slot(
+    image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits
+) -> None:
+    batch = _mixed_batch(photos)
+    _check_mixed(image_encoder.preprocess_many(batch, limits), _one_by_one(image_encoder, batch, limits))
+
+
+def test_batched_jpeg_decode_matches_one_image_at_a_time(
+    image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA path (batched ``decode_jpeg``, one transform per image size), run on the CPU."""
+    monkeypatch.setattr(image_encoder, "_gpu_jpeg", True)
+    batch = _mixed_batch(photos)
+    _check_mixed(image_encoder.preprocess_many(batch, limits), _one_by_one(image_encoder, batch, limits))
+
+
+def test_batched_decode_is_cut_by_pixel_budget() -> None:
+    from moderation.encode.image import _pixel_chunks
+
+    assert _pixel_chunks([(0, 40), (1, 40), (2, 30), (3, 500), (4, 10)], budget=100) == [[0, 1], [2], [3], [4]]
+    assert _pixel_chunks([], budget=100) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batched_decode_matches_one_image_at_a_time(photos: list[bytes], limits: ImageLimits) -> None:
+    from moderation.encode import create_image_encoder
+
+    cuda = create_image_encoder("efficientnet-lite0", device="cuda")
+    batch = _mixed_batch(photos)
+    _check_mixed(cuda.preprocess_many(batch, limits), _one_by_one(cuda, batch, limits))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_decodes_jpeg_on_the_gpu(photos: list[bytes], limits: ImageLimits) -> None:

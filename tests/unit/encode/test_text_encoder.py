@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import pytest
 import torch
 
 from moderation.encode import TextEncoder
@@ -55,3 +57,40 @@ def test_normalisation_is_what_closes_the_gap(text_encoder: TextEncoder) -> None
     model = text_encoder._model  # type: ignore[attr-defined]  # the raw sentence-transformers model
     raw = torch.as_tensor(model.encode([plain, spoofed]))
     assert torch.nn.functional.cosine_similarity(raw[:1], raw[1:]).item() < 0.9
+
+
+def test_rows_padded_to_a_bucket_do_not_change_the_real_rows(text_encoder: TextEncoder) -> None:
+    """CUDA pads a batch's rows to a power of two by repeating the last one; the real rows must not move."""
+    from moderation.encode.text import _cut_tokens, _repeat_rows
+
+    model: Any = text_encoder._model  # type: ignore[attr-defined]
+    features = text_encoder._tokenize(["a short one", "and a rather longer text than the first one", "mid"])  # type: ignore[attr-defined]
+    padded = _repeat_rows(features, 8)
+    assert padded["input_ids"].shape[0] == 8 and bool((padded["input_ids"][3:] == features["input_ids"][-1]).all())
+    assert _repeat_rows(features, 2) is features
+    with torch.inference_mode():
+        alone = model(dict(features))["sentence_embedding"]
+        grown = model(padded)["sentence_embedding"][:3]
+    assert torch.allclose(alone, grown, atol=1e-5)
+    cut = _cut_tokens(features, 4)
+    assert cut["input_ids"].shape == (3, 4) and cut["attention_mask"].shape == (3, 4)
+
+
+def test_warm_up_does_nothing_on_the_cpu(text_encoder: TextEncoder) -> None:
+    before = text_encoder.encode(["same text"])
+    text_encoder.warm_up()
+    assert torch.equal(text_encoder.encode(["same text"]), before)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_text_batches_match_single_texts() -> None:
+    from moderation.encode import create_text_encoder
+
+    cuda = create_text_encoder("minilm-l6", device="cuda", batch_size=BATCH)
+    cuda.warm_up()
+    texts = synthetic_texts(37, seed=3)
+    together = cuda.encode(texts)
+    alone = torch.cat([cuda.encode([text]) for text in texts])
+    assert torch.isfinite(together).all()
+    assert torch.nn.functional.cosine_similarity(together, alone).min().item() > 0.99
