@@ -20,7 +20,7 @@ from moderation.decide.policy import PolicySource
 from moderation.decode.images import ImageLimits
 from moderation.decode.post import PostDecoder
 from moderation.decode.stores import StoreRegistry
-from moderation.encode import create_encoder
+from moderation.encode import create_settings_encoders
 from moderation.encode.cached import CachedEncoders
 from moderation.fuse import FusionInput, FusionModel, load_fusion_model
 from moderation.hashlists.matcher import HashMatcher
@@ -215,28 +215,18 @@ def _epoch(timestamp: str) -> float:
 def build_pipeline(settings: Settings, redis_url: str | None, metrics: Metrics) -> Pipeline:
     """Load the model, encoders, policy and stores that ``settings`` name, and connect them."""
     model = load_fusion_model(settings.model_dir)
-    device = settings.resolved_device
-    text = create_encoder(
-        model.text_encoder, device=device, threads=settings.torch_threads, batch_size=settings.text_batch_size
-    )
-    image = create_encoder(
-        model.image_encoder, device=device, threads=settings.torch_threads, batch_size=settings.image_batch_size
-    )
-    if settings.warm_up:
-        started = time.perf_counter()
-        text.warm_up()
-        image.warm_up()
-        log.info("encoders warmed up", extra={"seconds": round(time.perf_counter() - started, 2), "device": device})
+    text, image = create_settings_encoders(settings, model.text_encoder, model.image_encoder)
     cache = Cache(redis_url, settings.cache_ttl_s, metrics)
     policy_path = settings.policy_file or settings.model_dir / "policy.yaml"
     policies = PolicySource(policy_path)
+    policy_version = policies.current().version
     metrics.model_info.info(
-        {"model_version": model.version, "policy_version": policies.current().version, "device": device}
+        {"model_version": model.version, "policy_version": policy_version, "device": settings.resolved_device}
     )
     return Pipeline(
         settings=settings,
         decoder=PostDecoder(settings, StoreRegistry.from_folders(settings.stores)),
-        encoders=CachedEncoders(text, image, cache, metrics),  # type: ignore[arg-type]
+        encoders=CachedEncoders(text, image, cache, metrics),
         model=model,
         policies=policies,
         cache=cache,

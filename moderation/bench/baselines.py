@@ -4,12 +4,12 @@
   fuse, decide, produce the verdicts, flush, commit;
 * the **naive consumer**: the same, one post at a time, committing after each.
 
-Both use the product's encoders (``create_encoder`` with the fusion model's encoder names, the same device,
-threads and batch sizes), its fusion model and its policy; they decode images with the encoder's own PIL
-preprocessing (nvjpeg on CUDA, as the worker). What they leave out is what the product adds around the models:
-no schema validation or limits, no Redis (no caches, no idempotent verdicts, no review dedup), no metrics, no
-dead-letter handling, no known-bad hash lists. Their verdicts carry the post id, action, scores and
-``published_at``, which is all the benchmark reads.
+Both use the product's encoders (``create_settings_encoders`` with the fusion model's encoder names, the same
+device, threads, batch sizes and warm-up), its fusion model and its policy; they decode images one at a time
+with the encoder's own preprocessing (PIL on a CPU, nvjpeg on CUDA). What they leave out is what the product
+adds around the models: no schema validation or limits, no Redis (no caches, no idempotent verdicts, no review
+dedup), no metrics, no dead-letter handling, no known-bad hash lists. Their verdicts carry the post id, action,
+scores and ``published_at``, which is all the benchmark reads.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
 
     from moderation.decide.policy import load_policy
     from moderation.decode.images import ImageLimits
-    from moderation.encode import create_encoder
+    from moderation.encode import create_settings_encoders
     from moderation.fuse import FusionInput, load_fusion_model
     from moderation.ingest.connection import kafka_client_options
     from moderation.publish.messages import utc_now
@@ -44,16 +44,7 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     model = load_fusion_model(settings.model_dir)
     policy = load_policy(settings.policy_file or settings.model_dir / "policy.yaml")
-    device = settings.resolved_device
-    text_encoder: Any = create_encoder(
-        model.text_encoder, device=device, threads=settings.torch_threads, batch_size=settings.text_batch_size
-    )
-    image_encoder: Any = create_encoder(
-        model.image_encoder, device=device, threads=settings.torch_threads, batch_size=settings.image_batch_size
-    )
-    if settings.warm_up:  # the same start-up as the product's worker (MODERATION_WARM_UP)
-        text_encoder.warm_up()
-        image_encoder.warm_up()
+    text_encoder, image_encoder = create_settings_encoders(settings, model.text_encoder, model.image_encoder)
     limits = ImageLimits.from_settings(settings)
     stores = {name: Path(folder) for name, folder in settings.stores.items()}
 

@@ -90,19 +90,14 @@ def measure_limit(
     import torch
 
     from moderation.decode.images import ImageLimits
-    from moderation.encode import create_image_encoder, create_text_encoder
+    from moderation.encode import create_settings_encoders
     from moderation.encode.base import inference_context
     from moderation.encode.text import SentenceTransformerEncoder
     from moderation.fuse import load_fusion_model
 
     model = load_fusion_model(settings.model_dir)
     device = settings.resolved_device
-    text = create_text_encoder(
-        model.text_encoder, device=device, threads=settings.torch_threads, batch_size=settings.text_batch_size
-    )
-    image = create_image_encoder(
-        model.image_encoder, device=device, threads=settings.torch_threads, batch_size=settings.image_batch_size
-    )
+    text, image = create_settings_encoders(settings, model.text_encoder, model.image_encoder)
     cuda = device.startswith("cuda")
 
     def sync() -> None:
@@ -168,8 +163,8 @@ def measure_limit(
         image_encoder=image.version,
         device=device,
         torch_threads=torch.get_num_threads(),
-        text_batch_size=settings.text_batch_size,
-        image_batch_size=settings.image_batch_size,
+        text_batch_size=settings.resolved_text_batch_size,
+        image_batch_size=settings.resolved_image_batch_size,
         texts=len(texts),
         images=len(images),
         text_model_only=model_only,

@@ -4,6 +4,7 @@ from moderation.encode.base import Encoder, ImageEncoder, TextEncoder, flatten_i
 from moderation.encode.registry import (
     create_encoder,
     create_image_encoder,
+    create_settings_encoders,
     create_text_encoder,
     list_encoders,
     register_encoder,
@@ -15,6 +16,7 @@ __all__ = [
     "TextEncoder",
     "create_encoder",
     "create_image_encoder",
+    "create_settings_encoders",
     "create_text_encoder",
     "flatten_images",
     "list_encoders",

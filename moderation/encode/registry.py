@@ -8,13 +8,20 @@ built-in names are registered on first use, so importing this module loads no mo
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moderation.encode.base import ImageEncoder, TextEncoder
 from moderation.errors import ConfigError, RegistryError
 from moderation.types import Modality
+
+if TYPE_CHECKING:
+    from moderation.settings import Settings
+
+log = logging.getLogger(__name__)
 
 EncoderFactory = Callable[..., TextEncoder | ImageEncoder]
 
@@ -127,3 +134,22 @@ def _load_builtins() -> None:
 
         for builtin_name, (modality, factory) in builtin.BUILTINS.items():
             _REGISTRY.setdefault(builtin_name, _Entry(modality, factory))
+
+
+def create_settings_encoders(settings: Settings, text_name: str, image_name: str) -> tuple[TextEncoder, ImageEncoder]:
+    """The text and image encoders a fusion model names, on the settings' device, torch threads and batch sizes,
+    and warmed up when ``settings.warm_up`` says so: how the worker, the benchmark's limit and its baselines all
+    build them, so they compare the same models."""
+    device = settings.resolved_device
+    text = create_text_encoder(
+        text_name, device=device, threads=settings.torch_threads, batch_size=settings.resolved_text_batch_size
+    )
+    image = create_image_encoder(
+        image_name, device=device, threads=settings.torch_threads, batch_size=settings.resolved_image_batch_size
+    )
+    if settings.warm_up:
+        started = time.perf_counter()
+        text.warm_up()
+        image.warm_up()
+        log.info("encoders warmed up", extra={"seconds": round(time.perf_counter() - started, 2), "device": device})
+    return text, image

@@ -1,0 +1,14 @@
+"""Settings: values the device decides when they are left at 0."""
+
+from __future__ import annotations
+
+from moderation.settings import CPU_BATCH_SIZE, CUDA_BATCH_SIZE, load_settings
+
+
+def test_encoder_batch_sizes_follow_the_device_unless_set() -> None:
+    cpu = load_settings(device="cpu")
+    assert (cpu.resolved_text_batch_size, cpu.resolved_image_batch_size) == (CPU_BATCH_SIZE, CPU_BATCH_SIZE) == (16, 16)
+    cuda = load_settings(device="cuda")  # resolving the batch size does not need a GPU
+    assert (cuda.resolved_text_batch_size, cuda.resolved_image_batch_size) == (CUDA_BATCH_SIZE, CUDA_BATCH_SIZE)
+    chosen = load_settings(device="cuda", text_batch_size=64, image_batch_size=32)
+    assert (chosen.resolved_text_batch_size, chosen.resolved_image_batch_size) == (64, 32)
