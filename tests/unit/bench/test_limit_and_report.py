@@ -122,6 +122,18 @@ def test_limit_and_ratios() -> None:
     assert rows["product (images inline) / naive consumer"] == (pytest.approx(46 / 20), True)
 
 
+def test_gpu_targets() -> None:
+    result = _result()
+    result.settings["device"] = "cuda"
+    product = result.contenders[0]
+    product.half = [Latency(0.05, 0.07, 0.09)] * 3
+    rows = {label: (value, target, met) for label, value, target, met in ratios(result)}
+    assert rows["product (images inline) / naive consumer"] == (pytest.approx(46 / 20), ">= 50.00", False)
+    assert rows["product posts/s on GPU (images inline)"] == (pytest.approx(46.0), ">= 10,000", False)
+    assert rows["p99 latency at half load, s (images inline)"] == (pytest.approx(0.09), "< 0.100", True)
+    assert "| product posts/s on GPU (images inline) | 46.00 | >= 10,000 | **no** |" in format_report(result)
+
+
 def test_report_and_json() -> None:
     result = _result()
     report = format_report(result)
