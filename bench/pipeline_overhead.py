@@ -53,10 +53,10 @@ class StubImage:
     def __init__(self, real: Any = None) -> None:
         self.real = real  # a real encoder whose preprocess (decode) is kept
 
-    def preprocess(self, data: bytes, limits: ImageLimits, declared_type: str | None = None) -> torch.Tensor:
+    def preprocess_many(self, images: Sequence[tuple[bytes, str | None]], limits: ImageLimits) -> list[Any]:
         if self.real is not None:
-            return self.real.preprocess(data, limits, declared_type)  # type: ignore[no-any-return]
-        return torch.zeros(1)
+            return self.real.preprocess_many(images, limits)  # type: ignore[no-any-return]
+        return [torch.zeros(1) for _ in images]
 
     def encode(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.zeros((len(images), self.dim))
