@@ -164,6 +164,18 @@ def finish(run: FaultRun, stream: SampleStream, arrivals: Arrivals, settings: Se
     return run
 
 
+def conclude(
+    run: FaultRun, stream: SampleStream, arrivals: Arrivals, settings: Settings, worker: WorkerProcess
+) -> FaultRun:
+    """The end of every scenario: :func:`finish`, the worker's peak RSS, a clean stop, offsets committed to the end."""
+    finish(run, stream, arrivals, settings)
+    run.peak_rss_mb = max(run.peak_rss_mb, peak_rss_mb(worker))
+    code = worker.stop()
+    assert code == 0, f"the worker exited with {code} instead of stopping cleanly: see its log"
+    assert_committed_to_end(settings)
+    return run
+
+
 def test_crashes_at_seeded_points_lose_nothing(
     settings: Settings, arrivals: Arrivals, workers: list[WorkerProcess], tmp_path: Path, record_run: list[FaultRun]
 ) -> None:
@@ -212,11 +224,7 @@ def crash_scenario(
     time.sleep(rng.uniform(4.0, 8.0))  # the joiner loads its model and joins: the group rebalances around then
     joiner.kill()
 
-    finish(run, stream, arrivals, settings)
-    run.peak_rss_mb = max(run.peak_rss_mb, peak_rss_mb(survivor))
-    assert survivor.stop() == 0
-    assert_committed_to_end(settings)
-    return run
+    return conclude(run, stream, arrivals, settings, survivor)
 
 
 def test_broker_paused_longer_than_the_session_timeout(
@@ -240,13 +248,9 @@ def test_broker_paused_longer_than_the_session_timeout(
         os.kill(broker, signal.SIGCONT)
     resumed = time.monotonic()
     run.recovery_s.append(arrivals.recovery_after(resumed))
-    finish(run, stream, arrivals, settings)
-    assert worker.process is not None and worker.process.poll() is None, "the worker died in the outage"
-    run.peak_rss_mb = peak_rss_mb(worker)
+    conclude(run, stream, arrivals, settings, worker)
     log = (tmp_path / "w.log").read_text()
     assert "publish failed" in log or "commit refused" in log or "Heartbeat failed" in log or "heartbeat" in log
-    assert worker.stop() == 0
-    assert_committed_to_end(settings)
     record_run.append(run)
 
 
@@ -287,11 +291,8 @@ def test_cache_down_at_start_and_mid_stream(
     finally:
         if paused:
             os.kill(cache, signal.SIGCONT)
-    finish(run, stream, arrivals, settings)
+    conclude(run, stream, arrivals, settings, worker)
     assert "redis unreachable" in (tmp_path / "w.log").read_text()
-    run.peak_rss_mb = peak_rss_mb(worker)
-    assert worker.stop() == 0
-    assert_committed_to_end(settings)
     record_run.append(run)
 
 
@@ -303,11 +304,8 @@ def test_a_backlog_ten_times_the_in_flight_budget_runs_in_bounded_memory(
     run = FaultRun("backlog", f"{len(stream.messages)} posts queued = {len(stream.messages) // budget}x budget")
     produce_messages(settings, stream.messages, settings.topic_posts)
     worker = start_worker(settings, workers, tmp_path / "w.log")
-    finish(run, stream, arrivals, settings)
-    run.peak_rss_mb = peak_rss_mb(worker)
+    conclude(run, stream, arrivals, settings, worker)
     assert run.peak_rss_mb < RSS_BOUND_MB
-    assert worker.stop() == 0
-    assert_committed_to_end(settings)
     record_run.append(run)
 
 
@@ -333,10 +331,7 @@ def test_rebalance_storm_of_workers_joining_and_leaving(
         if producer.is_alive():  # otherwise every post may already be done: no progress left to wait for
             run.recovery_s.append(arrivals.recovery_after(left))
     producer.join()
-    finish(run, stream, arrivals, settings)
-    run.peak_rss_mb = peak_rss_mb(anchor)
-    assert anchor.stop() == 0
-    assert_committed_to_end(settings)
+    conclude(run, stream, arrivals, settings, anchor)
     record_run.append(run)
 
 
@@ -366,7 +361,4 @@ def test_broker_restart_with_durable_storage(
         watcher.wait_for("a quarter of the stream", lambda: watcher.count >= len(stream.messages) // 4)
         subprocess.run(os.environ[RESTART_COMMAND], shell=True, check=True, timeout=300)
         run.recovery_s.append(watcher.recovery_after(time.monotonic(), timeout_s=300))
-        finish(run, stream, watcher, settings)
-        assert worker.stop() == 0
-        assert_committed_to_end(settings)
-        record_run.append(run)
+        record_run.append(conclude(run, stream, watcher, settings, worker))
