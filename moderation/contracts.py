@@ -40,7 +40,9 @@ class SchemaName(StrEnum):
 
 @cache
 def schemas_dir() -> Path:
-    """The schema folder: ``moderation/_schemas`` in a built (non-editable) package, else the repo's ``schemas/``."""
+    """The schema folder: ``moderation/_schemas``, which in a checkout links to the top-level ``schemas/`` and in a
+    built package holds copies of its files; the top-level folder itself where the link is missing (a checkout on a
+    file system without symbolic links)."""
     packaged = Path(__file__).resolve().parent / "_schemas"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "schemas"
 
