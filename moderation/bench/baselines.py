@@ -38,7 +38,7 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
     from moderation.decode.images import ImageLimits
     from moderation.encode import create_settings_encoders
     from moderation.fuse import FusionInput, load_fusion_model
-    from moderation.ingest.connection import kafka_client_options
+    from moderation.ingest.connection import group_consumer_options, kafka_client_options
     from moderation.publish.messages import utc_now
 
     logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -56,18 +56,7 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
             ready.set()
 
     options = kafka_client_options(settings)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes * 2),
-        fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 4),
-        **options,
-    )
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **group_consumer_options(settings), **options)
     consumer.subscribe([settings.topic_posts], listener=Assigned())
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,

@@ -66,6 +66,21 @@ def kafka_client_options(settings: Settings, *, flavour: str = "kafka-python") -
     return options
 
 
+def group_consumer_options(settings: Settings) -> dict[str, Any]:
+    """The consumer-group options every posts consumer uses, in the names kafka-python and aiokafka share: explicit
+    commits, the group's timing, and fetch sizes that always admit a message of ``max_message_bytes``."""
+    return {
+        "group_id": settings.consumer_group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "max_partition_fetch_bytes": max(1_048_576, settings.max_message_bytes * 2),
+        "fetch_max_bytes": max(52_428_800, settings.max_message_bytes * 4),
+    }
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """A verifying TLS context from the configured CA and optional client certificate."""
     context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from moderation.ingest.connection import kafka_client_options
+from moderation.ingest.connection import group_consumer_options, kafka_client_options
 from moderation.settings import Settings
 from moderation.types import RawRecord
 
@@ -68,15 +68,8 @@ class StreamConsumer:
         self.committed: dict[int, int] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
-            group_id=settings.consumer_group,
             client_id="moderation-worker",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes * 2),
-            fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 4),
+            **group_consumer_options(settings),
             **kafka_client_options(settings, flavour="aiokafka"),
         )
 
