@@ -5,6 +5,11 @@ The schemas live in ``schemas/*.json`` (JSON Schema 2020-12, one file per messag
 deterministically: only ``date-time`` is used, and it is checked here (RFC 3339 syntax by the schemas' own
 pattern, calendar validity by :func:`datetime.fromisoformat`) whatever optional ``jsonschema`` extras are installed.
 
+Two validators serve each schema. ``jsonschema_rs`` (compiled, about 1 µs for a post against about 140 µs) answers
+"is it valid?" for every message; only a message it rejects goes through ``jsonschema``, whose ``best_match``
+gives the clear error that the dead-letter record carries. Both get the same ``date-time`` check, and a test keeps
+them in agreement on every example.
+
 A message whose ``schema_version`` is unknown fails validation on ``/schema_version``; callers that want to tell
 "unsupported version" from "invalid" (the dead-letter reason codes differ) read ``schema_version`` first.
 """
@@ -12,19 +17,21 @@ A message whose ``schema_version`` is unknown fails validation on ``/schema_vers
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from moderation.errors import SchemaError
 
-__all__ = ["SchemaName", "schema", "schema_path", "schemas_dir", "validate", "validator"]
+__all__ = ["SchemaName", "compiled_validator", "schema", "schema_path", "schemas_dir", "validate", "validator"]
 
 _MAX_MESSAGE_CHARS = 300
 
@@ -66,6 +73,13 @@ def _is_date_time(instance: object) -> bool:
     return True
 
 
+def _is_calendar_date_time(instance: str) -> bool:
+    try:
+        return _is_date_time(instance)
+    except ValueError:
+        return False
+
+
 _FORMAT_CHECKER = FormatChecker(formats=())
 _FORMAT_CHECKER.checks("date-time", raises=ValueError)(_is_date_time)
 
@@ -76,21 +90,34 @@ def validator(name: SchemaName) -> Validator:
     return Draft202012Validator(schema(SchemaName(name)), format_checker=_FORMAT_CHECKER)
 
 
+@cache
+def compiled_validator(name: SchemaName) -> jsonschema_rs.Draft202012Validator:
+    """The cached compiled validator of ``name``, with the same ``date-time`` check: the fast yes/no."""
+    return jsonschema_rs.Draft202012Validator(
+        schema(SchemaName(name)), formats={"date-time": _is_calendar_date_time}, validate_formats=True
+    )
+
+
 def validate(name: SchemaName, document: object) -> None:
     """Check ``document`` against the schema ``name``; raise :class:`SchemaError` with the best-matching error.
 
     The error's path is a JSON Pointer into ``document`` (``""`` for the document itself, ``/images/0/ref``).
     """
     name = SchemaName(name)
-    error = best_match(validator(name).iter_errors(document))
-    if error is None:
+    if compiled_validator(name).is_valid(document):
         return
-    path = "".join(f"/{_escape(part)}" for part in error.absolute_path)
-    message = error.message
-    if len(message) > _MAX_MESSAGE_CHARS:  # messages repeat the failing value, which may be megabytes of base64
-        message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
-    raise SchemaError(name.value, path, f"{message} (keyword '{error.validator}')")
+    error = best_match(validator(name).iter_errors(document))
+    if error is None:  # the two validators disagree (a test guards against it): the compiled one's first error
+        first = next(iter(compiled_validator(name).iter_errors(document)))
+        raise SchemaError(name.value, _pointer(first.instance_path), _bounded(first.message))
+    detail = f"{_bounded(error.message)} (keyword '{error.validator}')"
+    raise SchemaError(name.value, _pointer(error.absolute_path), detail)
 
 
-def _escape(part: str | int) -> str:
-    return str(part).replace("~", "~0").replace("/", "~1")
+def _bounded(message: str) -> str:
+    """Messages repeat the failing value, which may be megabytes of base64."""
+    return message if len(message) <= _MAX_MESSAGE_CHARS else message[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _pointer(parts: Iterable[str | int]) -> str:
+    return "".join(f"/{str(part).replace('~', '~0').replace('/', '~1')}" for part in parts)

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from moderation import contracts
-from moderation.contracts import SchemaName, schema, schema_path, validate, validator
+from moderation.contracts import SchemaName, compiled_validator, schema, schema_path, validate, validator
 from moderation.errors import SchemaError
 from moderation.types import Action, Modality, ReasonCode
 
@@ -183,6 +183,14 @@ def test_invalid_example_fails_for_its_documented_reason(name: SchemaName, path:
     assert raised.value.path == _pointer(best)
 
 
+@pytest.mark.parametrize(
+    ("name", "path"), _examples("valid") + _examples("invalid"), ids=lambda v: getattr(v, "name", str(v))
+)
+def test_compiled_validator_agrees_with_the_reference_validator(name: SchemaName, path: Path) -> None:
+    document = _load(path)
+    assert compiled_validator(name).is_valid(document) == validator(name).is_valid(document)
+
+
 # --- the module ---------------------------------------------------------------------------------------
 
 
@@ -216,6 +224,7 @@ def test_date_time_format_is_checked_without_optional_extras() -> None:
     verdict = _load(EXAMPLES / "verdict" / "valid" / "block-text.json")
     for good in ("2024-02-29T23:59:59Z", "2024-05-01T12:00:00.123456789+05:30", "2024-05-01T00:00:00-00:00"):
         validate(SchemaName.VERDICT, {**verdict, "published_at": good})
+        assert validator(SchemaName.VERDICT).is_valid({**verdict, "published_at": good})
     for bad in ("2023-02-29T00:00:00Z", "2024-05-01T24:00:00Z", "2024-05-01T12:00:00", "2024-05-01t12:00:00z", "today"):
         with pytest.raises(SchemaError) as raised:
             validate(SchemaName.VERDICT, {**verdict, "published_at": bad})
