@@ -6,9 +6,9 @@ posts were replays, which became dead letters at which stage, and the timings st
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,19 +158,21 @@ class Pipeline:
         timings: dict[str, float],
         result: BatchResult,
     ) -> None:
-        decided = [(post, key, value) for post, key, value in zip(posts, keys, stored, strict=True) if value]
+        decided = [
+            (post, key, verdict_message(value, timings))
+            for post, key, value in zip(posts, keys, stored, strict=True)
+            if value
+        ]
         review_candidates = [
-            (post, key, value) for post, key, value in decided if json.loads(value)["action"] == Action.REVIEW.value
+            (post, key, message) for post, key, (message, document) in decided if document["action"] == Action.REVIEW
         ]
         already_sent = self.cache.get_many("review", [review_sent_key(key) for _, key, _ in review_candidates])
-        for post, _, value in decided:
-            message, document = verdict_message(value, timings)
+        for post, _, (message, document) in decided:
             result.verdicts.append(document)
             result.created_at.append(post.created_at)
             result.messages.append(Outgoing(self.settings.topic_verdicts, post.post_id.encode(), message))
-        for (post, key, value), sent in zip(review_candidates, already_sent, strict=True):
-            if sent is None:
-                message, _ = verdict_message(value, timings)
+        for (post, key, message), sent in zip(review_candidates, already_sent, strict=True):
+            if sent is None:  # the review copy is the verdict message itself
                 result.messages.append(Outgoing(self.settings.topic_review, post.post_id.encode(), message))
                 result.review_sent_keys.append(review_sent_key(key))
         result.messages.extend(self.dead_letter(rejection) for rejection in result.rejections)
@@ -189,12 +191,16 @@ class Pipeline:
         """Once the broker acknowledged the batch: remember sent review copies, count what went out."""
         self.cache.put_many("review", [(key, b"1") for key in result.review_sent_keys])
         now = time.time()
-        for verdict in result.verdicts:
-            self.metrics.verdicts.labels(action=verdict["action"]).inc()
-            for category, entry in verdict["categories"].items():
-                self.metrics.category_decisions.labels(
-                    category=category, decision=entry["decision"], mode=entry["mode"]
-                ).inc()
+        actions = Counter(verdict["action"] for verdict in result.verdicts)
+        decisions = Counter(
+            (category, entry["decision"], entry["mode"])
+            for verdict in result.verdicts
+            for category, entry in verdict["categories"].items()
+        )  # counted first: one labelled increment per distinct value, not per post
+        for action, count in actions.items():
+            self.metrics.verdicts.labels(action=action).inc(count)
+        for (category, decision, mode), count in decisions.items():
+            self.metrics.category_decisions.labels(category=category, decision=decision, mode=mode).inc(count)
         for created_at in result.created_at:
             self.metrics.end_to_end_seconds.observe(max(0.0, now - _epoch(created_at)))
         self.metrics.review_published.inc(len(result.review_sent_keys))

@@ -45,6 +45,8 @@ _LEET_TOKEN = re.compile(r"[0-9A-Za-z@$]*[A-Za-z][0-9A-Za-z@$]*")
 _LEET_CHARS = frozenset("0134578@$")
 
 _WORD = re.compile(r"[^\W\d_]+")
+# The only ASCII characters step 1 removes: controls that are not whitespace (as ``str.isspace`` counts it).
+_ASCII_INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _WHITESPACE = re.compile(r"\s+")
 _MAX_COMBINING_RUN = 2  # Vietnamese and most scripts stack at most two marks; Zalgo stacks dozens
 
@@ -66,13 +68,19 @@ def normalise_text(text: str, *, leetspeak: bool = False) -> str:
        (``k1ll`` -> ``kill``); off by default because it also rewrites ``mp3`` or ``covid19``;
     6. every run of whitespace becomes one space, and the ends are stripped.
     """
-    text = "".join(ch for ch in text if not _is_invisible(ch))
-    text = unicodedata.normalize("NFKC", text)
-    text = _fold_homoglyphs(text)
-    text = unicodedata.normalize("NFC", _cut_combining_runs(text))  # a folded letter may compose with its mark
+    # most posts are ASCII, where steps 2 to 4 change nothing and step 1 is one regular expression
+    text = _ASCII_INVISIBLE.sub("", text) if text.isascii() else _unobfuscate(text)
     if leetspeak:
         text = _LEET_TOKEN.sub(_fold_leet, text)
     return _WHITESPACE.sub(" ", text).strip()
+
+
+def _unobfuscate(text: str) -> str:
+    """Steps 1 to 4 of :func:`normalise_text`, for any text."""
+    text = "".join(ch for ch in text if not _is_invisible(ch))
+    text = unicodedata.normalize("NFKC", text)
+    text = _fold_homoglyphs(text)
+    return unicodedata.normalize("NFC", _cut_combining_runs(text))  # a folded letter may compose with its mark
 
 
 def _is_invisible(ch: str) -> bool:

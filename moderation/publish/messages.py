@@ -65,11 +65,21 @@ def decision_fields(
 
 
 def verdict_message(stored_decision: bytes, timings_ms: Mapping[str, float]) -> tuple[bytes, dict[str, Any]]:
-    """The publishable verdict: stored decision fields plus timings and publish time."""
+    """The publishable verdict: stored decision fields plus timings and publish time, and its parsed document.
+
+    The publish fields are appended to the stored bytes (a JSON object that :func:`decision_fields` wrote, which
+    never holds them) instead of serialising the whole verdict again.
+    """
     document: dict[str, Any] = json.loads(stored_decision)
-    document["timings"] = {name: round(value, 3) for name, value in timings_ms.items()}
-    document["published_at"] = utc_now()
-    return json.dumps(document, separators=(",", ":")).encode(), document
+    if not stored_decision.endswith(b"}"):
+        raise ModelError("a stored decision is not a JSON object; clear the verdict cache")
+    publish_fields = {
+        "timings": {name: round(value, 3) for name, value in timings_ms.items()},
+        "published_at": utc_now(),
+    }
+    document.update(publish_fields)
+    tail = json.dumps(publish_fields, separators=(",", ":")).encode()
+    return stored_decision[:-1] + b"," + tail[1:], document
 
 
 def dead_letter_message(rejection: Rejection, *, withhold_original: str | None = None) -> bytes:

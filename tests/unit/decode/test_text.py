@@ -8,6 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from moderation.decode import text as text_module
 from moderation.decode.text import normalise_text
 
 
@@ -70,3 +71,9 @@ def test_no_invisible_characters_or_odd_spaces_remain(text: str) -> None:
 def test_normalising_twice_changes_nothing(text: str) -> None:
     once = normalise_text(text)
     assert normalise_text(once) == once
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+@example("".join(map(chr, range(128))))
+def test_the_ascii_shortcut_matches_the_full_steps(text: str) -> None:
+    assert text_module._ASCII_INVISIBLE.sub("", text) == text_module._unobfuscate(text)
