@@ -1,22 +1,27 @@
 """The stream worker: consume a batch, process it off the event loop, publish, wait for acks, then commit.
 
 Delivery is at-least-once: a batch's offsets are committed only after every verdict and dead-letter record it
-produced was acknowledged by the broker. A crash anywhere before the commit replays the batch, and replays are
-harmless because decisions are stored with SET NX and republished as first decided.
+produced was acknowledged by the broker, and batches are committed in the order they were consumed. A crash
+anywhere before the commit replays the batch, and replays are harmless because decisions are stored with SET NX
+and republished as first decided.
 
-Model work runs in a thread, so the asyncio loop keeps the consumer's heartbeats going; SIGTERM lets the batch in
-hand finish, publish and commit, then leaves the group.
+Model work runs in a thread, so the asyncio loop keeps the consumer's heartbeats going. Two batches are in hand at
+once: while batch N is published, acknowledged and committed on the event loop, batch N + 1 is already being
+processed, so the models do not wait for the broker. SIGTERM lets the batches in hand finish, publish and commit,
+then leaves the group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from aiokafka.errors import KafkaError
 
@@ -30,6 +35,15 @@ log = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = 1.0
 OBSERVE_INTERVAL_S = 1.0
+
+
+@dataclass
+class InHand:
+    """A consumed batch not yet committed: its post count, and each partition's earliest record timestamp (the
+    age of the oldest unprocessed post, for the lag metric)."""
+
+    posts: int
+    oldest_ms: dict[int, int] = field(default_factory=dict)
 
 
 class Worker:
@@ -49,7 +63,7 @@ class Worker:
         self.producer = producer
         self.metrics = metrics
         self.batches_committed = 0
-        self._oldest_unprocessed_ms: dict[int, int] = {}
+        self._in_hand: collections.deque[InHand] = collections.deque()  # oldest first
 
     @property
     def ready(self) -> bool:
@@ -57,16 +71,25 @@ class Worker:
         return self.consumer.joined
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; the batch in hand is finished and committed first."""
+        """Process batches until ``stop`` is set; the batches in hand are finished and committed first."""
         await self.producer.start()
         await self.consumer.start()
         observer = asyncio.create_task(self._observe(stop))
+        finishing: asyncio.Task[bool] | None = None  # publish and commit of the previous batch
         try:
             while not stop.is_set():
                 records = await self.consumer.poll_batch(self.settings.batch_max_size, self.settings.batch_max_wait_ms)
-                if records:
-                    await self._handle(records, stop)
+                if not records:
+                    continue
+                result = await self._process_off_loop(records)
+                if finishing is not None and not await finishing:
+                    break  # the previous batch was not published: committing this one would skip it
+                finishing = asyncio.create_task(self._finish(records, result, stop))
+            if finishing is not None:
+                await finishing
         finally:
+            if finishing is not None and not finishing.done():
+                finishing.cancel()
             observer.cancel()
             await self.consumer.stop()
             await self.producer.stop()
@@ -83,21 +106,28 @@ class Worker:
             now_ms = time.time() * 1000
             for partition, messages in lag.items():
                 self.metrics.lag_messages.labels(partition=str(partition)).set(messages)
-                oldest = self._oldest_unprocessed_ms.get(partition)
+                oldest = min((b.oldest_ms[partition] for b in self._in_hand if partition in b.oldest_ms), default=None)
                 age = (now_ms - oldest) / 1000 if oldest is not None else 0.0
                 self.metrics.lag_seconds.labels(partition=str(partition)).set(age if messages or oldest else 0.0)
             observe_gpu(self.metrics)
 
-    async def _handle(self, records: Sequence[RawRecord], stop: asyncio.Event) -> None:
+    async def _process_off_loop(self, records: Sequence[RawRecord]) -> BatchResult:
         self.metrics.posts_consumed.inc(len(records))
-        self.metrics.in_flight.set(len(records))
+        batch = InHand(len(records))
         for record in records:
-            oldest = self._oldest_unprocessed_ms.get(record.partition, record.timestamp_ms)
-            self._oldest_unprocessed_ms[record.partition] = min(oldest, record.timestamp_ms)
-        result = await asyncio.to_thread(self._process, records)
+            batch.oldest_ms[record.partition] = min(
+                batch.oldest_ms.get(record.partition, record.timestamp_ms), record.timestamp_ms
+            )
+        self._in_hand.append(batch)
+        self.metrics.in_flight.set(sum(b.posts for b in self._in_hand))
+        return await asyncio.to_thread(self._process, records)
+
+    async def _finish(self, records: Sequence[RawRecord], result: BatchResult, stop: asyncio.Event) -> bool:
+        """Publish a processed batch, wait for the broker's acks, then commit its offsets; False if asked to stop
+        before the broker acknowledged (nothing committed: the batch will be redelivered)."""
         publishing = time.perf_counter()
         if not await self._publish(result, stop):
-            return  # stopping before the broker acknowledged: nothing committed, the batch will be redelivered
+            return False
         self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - publishing)
         await asyncio.to_thread(self.pipeline.after_publish, result)
         self._maybe_inject_crash()
@@ -105,9 +135,9 @@ class Worker:
             self.batches_committed += 1
         else:
             self.metrics.commit_failures.inc()
-        for record in records:
-            self._oldest_unprocessed_ms.pop(record.partition, None)
-        self.metrics.in_flight.set(0)
+        self._in_hand.popleft()
+        self.metrics.in_flight.set(sum(b.posts for b in self._in_hand))
+        return True
 
     def _process(self, records: Sequence[RawRecord]) -> BatchResult:
         """The batch through the pipeline; if it fails as a whole, each record alone, so one poison message

@@ -1,0 +1,151 @@
+"""The worker's batch ordering with in-memory fakes of the broker clients and the pipeline: batch N + 1 is
+processed while batch N is published and committed, commits follow consumption order, each only after its own
+batch was acknowledged, and a batch that was never acknowledged stops later ones from being committed.
+
+The real broker and Redis are exercised in ``tests/integration/test_worker.py`` and ``tests/reliability``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from moderation.ingest.stream import Outgoing
+from moderation.observability.metrics import Metrics
+from moderation.pipeline import BatchResult
+from moderation.settings import load_settings
+from moderation.types import RawRecord
+from moderation.worker import Worker
+
+BATCHES = 4
+PER_BATCH = 3
+
+
+def _batches() -> list[list[RawRecord]]:
+    return [
+        [RawRecord("posts", 0, n * PER_BATCH + i, b"k", b"{}", 1_000 + n) for i in range(PER_BATCH)]
+        for n in range(BATCHES)
+    ]
+
+
+class Events:
+    """What happened, in order, from the event loop and the processing thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, int]] = []
+
+    def add(self, what: str, batch: int) -> None:
+        with self.lock:
+            self.log.append((what, batch))
+
+    def index(self, what: str, batch: int) -> int:
+        return self.log.index((what, batch))
+
+
+def _batch_of(offset: int) -> int:
+    return offset // PER_BATCH
+
+
+class FakeConsumer:
+    def __init__(self, events: Events, stop: asyncio.Event) -> None:
+        self.events = events
+        self.stop_event = stop
+        self.pending = _batches()
+        self.committed: list[dict[tuple[str, int], int]] = []
+        self.joined = True
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def poll_batch(self, max_records: int, max_wait_ms: int) -> list[RawRecord]:
+        if not self.pending:
+            self.stop_event.set()
+            return []
+        batch = self.pending.pop(0)
+        self.events.add("polled", _batch_of(batch[0].offset))
+        return batch
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        self.committed.append(offsets)
+        self.events.add("committed", _batch_of(offsets["posts", 0] - 1))
+        return True
+
+    async def lag(self) -> dict[int, int]:
+        return {}
+
+
+class FakeProducer:
+    """Acknowledges a batch only after the next batch's processing began (a slow broker), so a worker that waited
+    for the commit before processing the next batch would deadlock, and the test would time out."""
+
+    def __init__(self, events: Events, fail_from_batch: int | None = None) -> None:
+        self.events = events
+        self.fail_from_batch = fail_from_batch
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, messages: Iterable[Outgoing]) -> None:
+        batch = int(next(iter(messages)).value)
+        if self.fail_from_batch is not None and batch >= self.fail_from_batch:
+            raise KafkaError("broker unreachable")
+        while batch + 1 < BATCHES and ("processing", batch + 1) not in self.events.log:
+            await asyncio.sleep(0.001)
+        self.events.add("acknowledged", batch)
+
+
+class FakePipeline:
+    def __init__(self, events: Events) -> None:
+        self.events = events
+
+    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        batch = _batch_of(records[0].offset)
+        self.events.add("processing", batch)
+        return BatchResult(messages=[Outgoing("verdicts", b"k", str(batch).encode())])
+
+    def after_publish(self, result: BatchResult) -> None: ...
+
+    def dead_letter(self, rejection: Any) -> Outgoing:
+        raise AssertionError("no record is rejected here")
+
+
+def _run(fail_from_batch: int | None = None) -> tuple[Events, FakeConsumer]:
+    async def main() -> tuple[Events, FakeConsumer]:
+        events, stop = Events(), asyncio.Event()
+        consumer = FakeConsumer(events, stop)
+        worker = Worker(
+            load_settings(),
+            FakePipeline(events),  # type: ignore[arg-type]
+            consumer,  # type: ignore[arg-type]
+            FakeProducer(events, fail_from_batch),  # type: ignore[arg-type]
+            Metrics(),
+        )
+        if fail_from_batch is not None:
+            asyncio.get_running_loop().call_later(0.2, stop.set)  # the worker is asked to stop during the outage
+        await asyncio.wait_for(worker.run(stop), timeout=10)
+        return events, consumer
+
+    return asyncio.run(main())
+
+
+def test_the_next_batch_is_processed_while_the_previous_one_is_published_and_committed() -> None:
+    events, consumer = _run()
+    for batch in range(BATCHES - 1):
+        assert events.index("processing", batch + 1) < events.index("acknowledged", batch)
+        assert events.index("acknowledged", batch) < events.index("committed", batch)
+    assert [offsets["posts", 0] for offsets in consumer.committed] == [
+        (n + 1) * PER_BATCH for n in range(BATCHES)
+    ]  # every batch, in consumption order
+
+
+def test_nothing_after_a_batch_that_was_never_acknowledged_is_committed() -> None:
+    events, consumer = _run(fail_from_batch=1)
+    assert [offsets["posts", 0] for offsets in consumer.committed] == [PER_BATCH]  # batch 0 only
+    assert ("acknowledged", 1) not in events.log
+    assert ("processing", 3) not in events.log  # batch 2 was processed during the outage; then the worker stopped
