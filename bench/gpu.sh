@@ -9,7 +9,12 @@
 # with JPEGs decoded on the GPU (nvjpeg) as the product does on CUDA. Results: $OUT/bench-gpu.md and
 # $OUT/bench-gpu.json. With PROFILE_POSTS=N set, it then profiles one worker on a backlog of N posts of each image
 # shape (bench/profile_worker.py: stage metrics, and py-spy samples by thread): $OUT/profile-ref.txt and
-# $OUT/profile-inline.txt.
+# $OUT/profile-inline.txt. With OVERHEAD_THREADS="0 2" (torch thread counts) set, it then measures the worker's
+# host cost per post with the models stubbed, once per thread count (bench/pipeline_overhead.py):
+# $OUT/overhead-threads-N.txt.
+#
+# The sizes fit about 6 minutes of device time: 5 runs of 2,000 posts at saturation and 1,000 at half load, 100
+# for the naive consumer, and the scaling runs on images by reference (the shape of the GPU target).
 #
 # Usage: bench/gpu.sh PACK_DIR [moderation bench options, e.g. --quick or --runs 3]
 # Environment: PYTHON (default python3), BENCH_WORK (default /tmp/moderation-gpu-bench), OUT (default $BENCH_WORK);
@@ -43,7 +48,7 @@ export MODERATION_BATCH_MAX_SIZE=${MODERATION_BATCH_MAX_SIZE:-256}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$RUN" -m moderation bench \
     --device cuda --model "$PACK/model" --sources "$PACK/sources" \
-    --posts 3000 --half-posts 3000 --naive-posts 300 \
+    --posts 2000 --half-posts 1000 --naive-posts 100 --scaling-shape ref \
     --markdown "$OUT/bench-gpu.md" --json "$OUT/bench-gpu.json" --keep "$WORK/run" "$@"
 if [ -n "${PROFILE_POSTS:-}" ]; then
     for shape in ref inline; do
@@ -52,3 +57,7 @@ if [ -n "${PROFILE_POSTS:-}" ]; then
             | tee "$OUT/profile-$shape.txt"
     done
 fi
+for threads in ${OVERHEAD_THREADS:-}; do
+    "$RUN" bench/pipeline_overhead.py --posts 1024 --batch 256 --runs 2 --threads "$threads" \
+        --model "$PACK/model" --sources "$PACK/sources" | tee "$OUT/overhead-threads-$threads.txt"
+done

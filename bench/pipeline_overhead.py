@@ -8,7 +8,8 @@ meets once the models are fast.
 2. The same with the real image decode (PIL on the CPU) kept: a worker that does not decode on the GPU.
 3. ``StreamConsumer.poll_batch`` alone (the worker's aiokafka consumer) draining a backlog: the client's ceiling.
 
-Usage: ``.venv/bin/python bench/pipeline_overhead.py [--posts 1024] [--batch 64] [--runs 3]``
+Usage: ``.venv/bin/python bench/pipeline_overhead.py [--posts 1024] [--batch 64] [--runs 3] [--threads 0]
+[--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]``
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from typing import Any
 
 import torch
 
-from moderation.bench.posts import STORE, PostSet, default_sources, stamp, utc_stamp
+from moderation.bench.posts import STORE, PostSet, default_sources, folder_sources, stamp, utc_stamp
 from moderation.bench.runner import Bench, ContenderSpec, Plan, Producer, bench_stack
 from moderation.decide.policy import PolicySource
 from moderation.decode.images import ImageLimits
 from moderation.decode.post import PostDecoder
 from moderation.decode.stores import StoreRegistry
+from moderation.encode.base import set_threads
 from moderation.encode.cached import CachedEncoders
 from moderation.fuse import load_fusion_model
 from moderation.hashlists.matcher import HashMatcher
@@ -114,14 +116,22 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--model", type=Path, default=Path("models/default"))
+    parser.add_argument("--sources", type=Path, default=None, help="a folder of texts.txt and photos/")
     args = parser.parse_args()
+    set_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="moderation-overhead-"))
-    base = load_settings(model_dir=Path("models/default").resolve(), log_level="WARNING", batch_max_size=args.batch)
+    base = load_settings(model_dir=args.model.resolve(), log_level="WARNING", batch_max_size=args.batch)
     with bench_stack(base, out, base.topic_partitions) as stacked:
         settings = load_settings(**{**stacked.model_dump(), "stores": {STORE: str(out / "store")}})
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
-        bench = Bench(settings, Plan(posts=2 * args.posts, half_posts=1, naive_posts=1), default_sources(), out, print)
-        print(f"{args.posts} posts per run, batches of {args.batch}, best of {args.runs} runs (posts/s, one thread)")
+        sources = folder_sources(args.sources) if args.sources else default_sources()
+        bench = Bench(settings, Plan(posts=2 * args.posts, half_posts=1, naive_posts=1), sources, out, print)
+        print(
+            f"{args.posts} posts per run, batches of {args.batch}, best of {args.runs} runs (posts/s, one Python "
+            f"thread, {torch.get_num_threads()} torch threads)"
+        )
         for decode in (False, True):
             pipe = pipeline(settings, redis_url, decode)
             for shape in ("inline", "ref"):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from moderation.settings import load_settings
+
+if TYPE_CHECKING:
+    from moderation.bench.posts import Shape
 
 
 def _counts(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -54,6 +58,12 @@ def wait_for_quiet(threshold: float, max_wait_s: float, interval_s: float = 60.0
     help="Worker processes for the scaling runs (default 1,2,4; quick 1,2).",
 )
 @click.option("--shapes", default="inline,ref", show_default=True, callback=_shapes, help="Image shapes to run.")
+@click.option(
+    "--scaling-shape",
+    type=click.Choice(["inline", "ref"]),
+    default=None,
+    help="Image shape of the scaling runs (default inline when --shapes has it, else ref).",
+)
 @click.option("--no-baselines", is_flag=True, help="Skip the plain loop and the naive consumer.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default: an embedded broker started here).")
 @click.option("--redis-url", default=None, help="Redis URL (default: an embedded cache started here).")
@@ -94,6 +104,7 @@ def bench(
     naive_posts: int | None,
     workers: tuple[int, ...] | None,
     shapes: tuple[str, ...],
+    scaling_shape: Shape | None,
     no_baselines: bool,
     bootstrap: str | None,
     redis_url: str | None,
@@ -125,7 +136,7 @@ def bench(
         naive_posts=naive_posts or plan.naive_posts,
         workers=workers or plan.workers,
         shapes=shapes,  # type: ignore[arg-type]
-        scaling_shape="inline" if "inline" in shapes else "ref",
+        scaling_shape=scaling_shape or ("inline" if "inline" in shapes else "ref"),
         baselines=not no_baselines,
     )
     overrides: dict[str, object] = {}
