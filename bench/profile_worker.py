@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=("inline", "ref"), default="inline")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--contender", choices=("product", "plain", "naive"), default="product")
-    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second (0: no py-spy)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=Path("models/default"))
     parser.add_argument("--sources", type=Path, default=None, help="a folder of texts.txt and photos/")
@@ -111,7 +111,7 @@ def main() -> None:
             spy = None
             raw = out / "py-spy.txt"
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            if Path(exe).exists():  # started before the pause: py-spy cannot attach to a stopped process
+            if args.rate and Path(exe).exists():  # started before the pause: py-spy cannot attach to a stopped process
                 spy = subprocess.Popen(
                     [
                         exe,
