@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 
-from moderation.decide.policy import PolicySource
+from moderation.decide.policy import Policy, PolicySource
 from moderation.decode.images import ImageLimits
 from moderation.decode.post import PostDecoder
 from moderation.decode.stores import StoreRegistry
 from moderation.encode import create_settings_encoders
-from moderation.encode.cached import CachedEncoders
+from moderation.encode.cached import CachedEncoders, PreparedInputs
 from moderation.fuse import FusionInput, FusionModel, load_fusion_model
 from moderation.hashlists.matcher import HashMatcher
+from moderation.hashlists.verdict import PostMatch
 from moderation.ingest.stream import Outgoing
 from moderation.observability.metrics import Metrics
 from moderation.publish.messages import dead_letter_message, decision_fields, verdict_message
@@ -45,8 +46,27 @@ class BatchResult:
     created_at: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PreparedBatch:
+    """A batch after :meth:`Pipeline.prepare`, waiting for :meth:`Pipeline.complete`."""
+
+    started: float
+    policy: Policy  # the policy in force when the batch was consumed, for all of its posts
+    result: BatchResult = field(default_factory=BatchResult)  # holds the rejections so far
+    posts: list[DecodedPost] = field(default_factory=list)
+    matches: list[PostMatch | None] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # verdict cache keys, one per post
+    stored: list[bytes | None] = field(default_factory=list)  # verdicts already decided, one per post
+    fresh: list[int] = field(default_factory=list)  # the posts to decide now
+    with_text: list[int] = field(default_factory=list)  # which fresh posts have text (index among the fresh)
+    image_owners: list[int] = field(default_factory=list)  # the fresh post of each image to encode
+    inputs: PreparedInputs | None = None  # the fresh posts' encoder inputs
+    prepare_s: float = 0.0
+
+
 class Pipeline:
-    """Processes batches of records; thread-safe for one caller at a time (the worker's model thread)."""
+    """Processes batches of records in two steps, :meth:`prepare` (no model) and :meth:`complete`; one caller of
+    each at a time, which may be two threads working on consecutive batches."""
 
     def __init__(
         self,
@@ -70,83 +90,106 @@ class Pipeline:
         self.hashes = hashes or HashMatcher(None, self.limits, metrics)
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        """A batch through both steps at once (the worker overlaps them across batches instead)."""
+        return self.complete(self.prepare(records))
+
+    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        """The work that needs no model: decode and check the posts, match known-bad media, look up stored
+        verdicts and cached encodings, and decode the images still to encode.
+
+        It may run in another thread while :meth:`complete` finishes the previous batch: the two share only Redis,
+        the metrics and the encoders (preprocessing here, forward passes there), all safe to use from two threads.
+        """
         started = time.perf_counter()
-        result = BatchResult()
-        posts: list[DecodedPost] = []
+        batch = PreparedBatch(started, self.policies.current())
         for record in records:
             outcome = self.decoder.decode(record)
-            (posts if isinstance(outcome, DecodedPost) else result.rejections).append(outcome)  # type: ignore[arg-type]
+            if isinstance(outcome, DecodedPost):
+                batch.posts.append(outcome)
+            else:
+                batch.result.rejections.append(outcome)
         self.hashes.refresh()  # known-bad hash lists: one GET, a reload only when they changed
-        matches = self.hashes.match_many(posts)
-        decoded = time.perf_counter()
-        policy = self.policies.current()
-        keys = [verdict_key(p.tenant, p.post_id, p.content_hash, self.model.version, policy.version) for p in posts]
-        keys = [key if match is None else match.cache_key(key) for key, match in zip(keys, matches, strict=True)]
-        stored = self.cache.get_many("verdict", keys)
-        fresh = [i for i, value in enumerate(stored) if value is None]
-        encoded = fused = decoded
-        if fresh:
-            fresh_posts = [posts[i] for i in fresh]
-            fresh_matches = [matches[i] for i in fresh]
+        batch.matches = self.hashes.match_many(batch.posts)
+        keys = [
+            verdict_key(p.tenant, p.post_id, p.content_hash, self.model.version, batch.policy.version)
+            for p in batch.posts
+        ]
+        batch.keys = [key if m is None else m.cache_key(key) for key, m in zip(keys, batch.matches, strict=True)]
+        batch.stored = self.cache.get_many("verdict", batch.keys)
+        batch.fresh = [i for i, value in enumerate(batch.stored) if value is None]
+        if batch.fresh:
             # matched images never reach the encoders
-            fusion_input, failed = self._encode(
-                [p if m is None else m.model_post(p) for p, m in zip(fresh_posts, fresh_matches, strict=True)]
+            inputs = [
+                batch.posts[i] if (m := batch.matches[i]) is None else m.model_post(batch.posts[i]) for i in batch.fresh
+            ]
+            batch.with_text = [local for local, post in enumerate(inputs) if post.text]
+            batch.image_owners = [local for local, post in enumerate(inputs) for _ in post.images]
+            batch.inputs = self.encoders.prepare(
+                [inputs[local].text or "" for local in batch.with_text],
+                [image for post in inputs for image in post.images],
+                self.limits,
             )
+        batch.prepare_s = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage="prepare").observe(batch.prepare_s)
+        return batch
+
+    def complete(self, batch: PreparedBatch) -> BatchResult:
+        """The model work and what follows it: encode, fuse, decide, claim the verdicts, build the messages."""
+        completing = time.perf_counter()
+        result = batch.result
+        encoded = fused = completing
+        if batch.inputs is not None:
+            fusion_input, failed = self._encode(batch)
             encoded = time.perf_counter()
+            fresh_posts = [batch.posts[i] for i in batch.fresh]
             for local, error in failed.items():
-                result.rejections.append(
-                    Rejection(fresh_posts[local].record, error.reason, error.detail, fresh_posts[local].post_id)
-                )
+                post = fresh_posts[local]
+                result.rejections.append(Rejection(post.record, error.reason, error.detail, post.post_id))
             keep = [local for local in range(len(fresh_posts)) if local not in failed]
             claims = []
             if keep:
                 outputs = self.model.predict(fusion_input.select(torch.tensor(keep, dtype=torch.long)))
                 for local, output in zip(keep, outputs, strict=True):
                     post = fresh_posts[local]
-                    decision = policy.decide(post.tenant, output.scores)
+                    decision = batch.policy.decide(post.tenant, output.scores)
                     driven = {c: _driven(m, i) for c, (m, i) in output.driven_by.items()}
-                    if (match := fresh_matches[local]) is not None:
+                    if (match := batch.matches[batch.fresh[local]]) is not None:
                         decision, driven = match.apply(decision, driven)
-                    claims.append(
-                        (fresh[local], decision_fields(post, decision, driven, self.model.version, policy.version))
-                    )
+                    fields = decision_fields(post, decision, driven, self.model.version, batch.policy.version)
+                    claims.append((batch.fresh[local], fields))
             fused = time.perf_counter()
-            for (index, _), value in zip(
-                claims, self.cache.claim_verdicts([(keys[i], v) for i, v in claims]), strict=True
-            ):
-                stored[index] = value
-        timings = {
-            "decode_ms": (decoded - started) * 1000,
-            "encode_ms": (encoded - decoded) * 1000,
-            "fuse_ms": (fused - encoded) * 1000,
-            "total_ms": (time.perf_counter() - started) * 1000,
-        }
-        self.metrics.stage_seconds.labels(stage="decode").observe(decoded - started)
-        if fresh:
             self.metrics.stage_seconds.labels(stage="fuse").observe(fused - encoded)
-        self._messages(posts, keys, stored, timings, result)
+            claimed = self.cache.claim_verdicts([(batch.keys[i], v) for i, v in claims])
+            for (index, _), value in zip(claims, claimed, strict=True):
+                batch.stored[index] = value
+        timings = {
+            "decode_ms": batch.prepare_s * 1000,
+            "encode_ms": (encoded - completing) * 1000,
+            "fuse_ms": (fused - encoded) * 1000,
+            "total_ms": (time.perf_counter() - batch.started) * 1000,
+        }
+        self._messages(batch.posts, batch.keys, batch.stored, timings, result)
         return result
 
-    def _encode(self, posts: Sequence[DecodedPost]) -> tuple[FusionInput, dict[int, Any]]:
-        """Embeddings of the posts' texts and images; posts with an undecodable image are returned as failed."""
-        with_text = [i for i, p in enumerate(posts) if p.text]
-        text_rows = self.encoders.encode_texts([posts[i].text or "" for i in with_text])
-        text = torch.zeros((len(posts), self.encoders.text.dim), dtype=torch.float32)
-        text_present = torch.zeros(len(posts), dtype=torch.bool)
-        if with_text:
-            text[with_text] = text_rows
-            text_present[with_text] = True
-        images = [image for post in posts for image in post.images]
-        owners = [i for i, post in enumerate(posts) for _ in post.images]
-        image_rows, image_failures = self.encoders.encode_images(images, self.limits)
+    def _encode(self, batch: PreparedBatch) -> tuple[FusionInput, dict[int, Any]]:
+        """Embeddings of the fresh posts' texts and images; posts with an undecodable image are returned as
+        failed (by their index among the fresh posts)."""
+        assert batch.inputs is not None
+        count = len(batch.fresh)
+        text_rows, image_rows, image_failures = self.encoders.encode(batch.inputs)
+        text = torch.zeros((count, self.encoders.text.dim), dtype=torch.float32)
+        text_present = torch.zeros(count, dtype=torch.bool)
+        if batch.with_text:
+            text[batch.with_text] = text_rows
+            text_present[batch.with_text] = True
         failed: dict[int, Any] = {}
         for image_index, error in image_failures.items():
-            failed.setdefault(owners[image_index], error)
+            failed.setdefault(batch.image_owners[image_index], error)
         fusion_input = FusionInput(
-            text=text if with_text else None,
+            text=text if batch.with_text else None,
             text_present=text_present,
             image_emb=image_rows,
-            image_post_index=torch.tensor(owners, dtype=torch.long),
+            image_post_index=torch.tensor(batch.image_owners, dtype=torch.long),
         )
         return fusion_input, failed
 

@@ -5,10 +5,11 @@ produced was acknowledged by the broker, and batches are committed in the order 
 anywhere before the commit replays the batch, and replays are harmless because decisions are stored with SET NX
 and republished as first decided.
 
-Model work runs in a thread, so the asyncio loop keeps the consumer's heartbeats going. Two batches are in hand at
-once: while batch N is published, acknowledged and committed on the event loop, batch N + 1 is already being
-processed, so the models do not wait for the broker. SIGTERM lets the batches in hand finish, publish and commit,
-then leaves the group.
+Model work runs in threads, so the asyncio loop keeps the consumer's heartbeats going. Up to three batches are in
+hand at once: while batch N is published, acknowledged and committed on the event loop, batch N + 1 goes through
+the models in one thread and batch N + 2 is prepared (decoded, checked, looked up, images decoded) in another, so
+the models wait neither for the broker nor for the host work. SIGTERM lets the batches in hand finish, publish and
+commit, then leaves the group.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aiokafka.errors import KafkaError
 
 from moderation.ingest.stream import StreamConsumer, StreamProducer, next_offsets
 from moderation.observability.metrics import Metrics
-from moderation.pipeline import BatchResult, Pipeline
+from moderation.pipeline import BatchResult, Pipeline, PreparedBatch
 from moderation.settings import Settings
 from moderation.types import RawRecord, ReasonCode, Rejection
 
@@ -39,11 +40,12 @@ OBSERVE_INTERVAL_S = 1.0
 
 @dataclass
 class InHand:
-    """A consumed batch not yet committed: its post count, and each partition's earliest record timestamp (the
-    age of the oldest unprocessed post, for the lag metric)."""
+    """A consumed batch not yet committed: its records, each partition's earliest record timestamp (the age of
+    the oldest unprocessed post, for the lag metric), and the batch once prepared (None if that failed)."""
 
-    posts: int
+    records: Sequence[RawRecord]
     oldest_ms: dict[int, int] = field(default_factory=dict)
+    prepared: PreparedBatch | None = None
 
 
 class Worker:
@@ -71,25 +73,40 @@ class Worker:
         return self.consumer.joined
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; the batches in hand are finished and committed first."""
+        """Process batches until ``stop`` is set; the batches in hand are finished and committed first.
+
+        Three batches can be in hand: batch N + 2 is prepared (no model) in one thread while batch N + 1 is
+        completed (the models) in another and batch N is published and committed on the event loop.
+        """
         await self.producer.start()
         await self.consumer.start()
         observer = asyncio.create_task(self._observe(stop))
+        preparing: asyncio.Task[InHand] | None = None
         finishing: asyncio.Task[bool] | None = None  # publish and commit of the previous batch
         try:
-            while not stop.is_set():
-                records = await self.consumer.poll_batch(self.settings.batch_max_size, self.settings.batch_max_wait_ms)
-                if not records:
+            while True:
+                prepared = await preparing if preparing is not None else None
+                preparing = None
+                if not stop.is_set():
+                    records = await self.consumer.poll_batch(
+                        self.settings.batch_max_size, self.settings.batch_max_wait_ms
+                    )
+                    if records:
+                        preparing = asyncio.create_task(self._prepare(records))
+                if prepared is None:
+                    if stop.is_set() and preparing is None:
+                        break
                     continue
-                result = await self._process_off_loop(records)
+                result = await asyncio.to_thread(self._complete, prepared)
                 if finishing is not None and not await finishing:
                     break  # the previous batch was not published: committing this one would skip it
-                finishing = asyncio.create_task(self._finish(records, result, stop))
+                finishing = asyncio.create_task(self._finish(prepared, result, stop))
             if finishing is not None:
                 await finishing
         finally:
-            if finishing is not None and not finishing.done():
-                finishing.cancel()
+            for task in (preparing, finishing):
+                if task is not None and not task.done():
+                    task.cancel()
             observer.cancel()
             await self.consumer.stop()
             await self.producer.stop()
@@ -111,43 +128,36 @@ class Worker:
                 self.metrics.lag_seconds.labels(partition=str(partition)).set(age if messages or oldest else 0.0)
             observe_gpu(self.metrics)
 
-    async def _process_off_loop(self, records: Sequence[RawRecord]) -> BatchResult:
+    async def _prepare(self, records: Sequence[RawRecord]) -> InHand:
         self.metrics.posts_consumed.inc(len(records))
-        batch = InHand(len(records))
+        batch = InHand(records)
         for record in records:
             batch.oldest_ms[record.partition] = min(
                 batch.oldest_ms.get(record.partition, record.timestamp_ms), record.timestamp_ms
             )
         self._in_hand.append(batch)
-        self.metrics.in_flight.set(sum(b.posts for b in self._in_hand))
-        return await asyncio.to_thread(self._process, records)
+        self.metrics.in_flight.set(sum(len(b.records) for b in self._in_hand))
+        batch.prepared = await asyncio.to_thread(self._prepare_or_none, records)
+        return batch
 
-    async def _finish(self, records: Sequence[RawRecord], result: BatchResult, stop: asyncio.Event) -> bool:
-        """Publish a processed batch, wait for the broker's acks, then commit its offsets; False if asked to stop
-        before the broker acknowledged (nothing committed: the batch will be redelivered)."""
-        publishing = time.perf_counter()
-        if not await self._publish(result, stop):
-            return False
-        self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - publishing)
-        await asyncio.to_thread(self.pipeline.after_publish, result)
-        self._maybe_inject_crash()
-        if await self.consumer.commit(next_offsets(records)):
-            self.batches_committed += 1
-        else:
-            self.metrics.commit_failures.inc()
-        self._in_hand.popleft()
-        self.metrics.in_flight.set(sum(b.posts for b in self._in_hand))
-        return True
-
-    def _process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """The batch through the pipeline; if it fails as a whole, each record alone, so one poison message
-        becomes one dead-letter record instead of taking its batch (or the worker) down."""
+    def _prepare_or_none(self, records: Sequence[RawRecord]) -> PreparedBatch | None:
         try:
-            return self.pipeline.process(records)
+            return self.pipeline.prepare(records)
         except Exception:
-            log.exception("batch of %d failed; retrying its records one by one", len(records))
+            log.exception("preparing a batch of %d failed; its records will be retried one by one", len(records))
+            return None
+
+    def _complete(self, batch: InHand) -> BatchResult:
+        """The prepared batch through the models; if it fails as a whole (or could not be prepared), each record
+        alone, so one poison message becomes one dead-letter record instead of taking its batch (or the worker)
+        down."""
+        if batch.prepared is not None:
+            try:
+                return self.pipeline.complete(batch.prepared)
+            except Exception:
+                log.exception("batch of %d failed; retrying its records one by one", len(batch.records))
         merged = BatchResult()
-        for record in records:
+        for record in batch.records:
             try:
                 single = self.pipeline.process([record])
             except Exception as exc:
@@ -160,6 +170,23 @@ class Worker:
             merged.review_sent_keys.extend(single.review_sent_keys)
             merged.created_at.extend(single.created_at)
         return merged
+
+    async def _finish(self, batch: InHand, result: BatchResult, stop: asyncio.Event) -> bool:
+        """Publish a completed batch, wait for the broker's acks, then commit its offsets; False if asked to stop
+        before the broker acknowledged (nothing committed: the batch will be redelivered)."""
+        publishing = time.perf_counter()
+        if not await self._publish(result, stop):
+            return False
+        self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - publishing)
+        await asyncio.to_thread(self.pipeline.after_publish, result)
+        self._maybe_inject_crash()
+        if await self.consumer.commit(next_offsets(batch.records)):
+            self.batches_committed += 1
+        else:
+            self.metrics.commit_failures.inc()
+        self._in_hand.remove(batch)
+        self.metrics.in_flight.set(sum(len(b.records) for b in self._in_hand))
+        return True
 
     async def _publish(self, result: BatchResult, stop: asyncio.Event) -> bool:
         """Publish until acknowledged (retrying through broker outages); False if asked to stop first."""

@@ -83,7 +83,7 @@ def test_metrics_move_by_the_expected_amounts_and_lag_drains(
         expected = sum(1 for r in stream.expected_rejections.values() if r.value == reason)
         assert moved("moderation_dead_letters_total", reason=reason) == expected
     assert moved("moderation_end_to_end_seconds_count") == stream.valid_posts
-    assert moved("moderation_stage_seconds_count", stage="decode") >= 1
+    assert moved("moderation_stage_seconds_count", stage="prepare") >= 1
     assert moved("moderation_stage_seconds_count", stage="publish") >= 1
     # one verdict lookup per post that passed decoding: the valid ones and those refused later, at image decode
     decoded = stream.valid_posts + sum(1 for r in stream.expected_rejections.values() if r.value == "image_corrupt")

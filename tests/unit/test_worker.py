@@ -1,6 +1,6 @@
 """The worker's batch ordering with in-memory fakes of the broker clients and the pipeline: batch N + 1 is
-processed while batch N is published and committed, commits follow consumption order, each only after its own
-batch was acknowledged, and a batch that was never acknowledged stops later ones from being committed.
+prepared and completed while batch N is published and committed, commits follow consumption order, each only after
+its own batch was acknowledged, and a batch that was never acknowledged stops later ones from being committed.
 
 The real broker and Redis are exercised in ``tests/integration/test_worker.py`` and ``tests/reliability``."""
 
@@ -104,8 +104,12 @@ class FakePipeline:
     def __init__(self, events: Events) -> None:
         self.events = events
 
-    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+    def prepare(self, records: Sequence[RawRecord]) -> int:
         batch = _batch_of(records[0].offset)
+        self.events.add("preparing", batch)
+        return batch
+
+    def complete(self, batch: int) -> BatchResult:
         self.events.add("processing", batch)
         return BatchResult(messages=[Outgoing("verdicts", b"k", str(batch).encode())])
 
@@ -137,6 +141,7 @@ def _run(fail_from_batch: int | None = None) -> tuple[Events, FakeConsumer]:
 def test_the_next_batch_is_processed_while_the_previous_one_is_published_and_committed() -> None:
     events, consumer = _run()
     for batch in range(BATCHES - 1):
+        assert events.index("preparing", batch + 1) < events.index("processing", batch + 1)
         assert events.index("processing", batch + 1) < events.index("acknowledged", batch)
         assert events.index("acknowledged", batch) < events.index("committed", batch)
     assert [offsets["posts", 0] for offsets in consumer.committed] == [
