@@ -75,41 +75,50 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; the batches in hand are finished and committed first.
 
-        Three batches can be in hand: batch N + 2 is prepared (no model) in one thread while batch N + 1 is
-        completed (the models) in another and batch N is published and committed on the event loop.
+        Three batches can be in hand: batch N + 2 is polled and prepared (no model) by a feeder task while batch
+        N + 1 goes through the models and batch N is published and committed. The feeder works independently of
+        the models, so at low load a batch goes to the models as soon as it is prepared.
         """
         await self.producer.start()
         await self.consumer.start()
         observer = asyncio.create_task(self._observe(stop))
-        preparing: asyncio.Task[InHand] | None = None
+        ready: asyncio.Queue[InHand | None] = asyncio.Queue()  # prepared batches; None once the feeder stopped
+        ahead = asyncio.Semaphore(1)  # at most one prepared batch waits for the models
+        feeder = asyncio.create_task(self._feed(stop, ready, ahead))
         finishing: asyncio.Task[bool] | None = None  # publish and commit of the previous batch
         try:
-            while True:
-                prepared = await preparing if preparing is not None else None
-                preparing = None
-                if not stop.is_set():
-                    records = await self.consumer.poll_batch(
-                        self.settings.batch_max_size, self.settings.batch_max_wait_ms
-                    )
-                    if records:
-                        preparing = asyncio.create_task(self._prepare(records))
-                if prepared is None:
-                    if stop.is_set() and preparing is None:
-                        break
-                    continue
-                result = await asyncio.to_thread(self._complete, prepared)
+            while (batch := await ready.get()) is not None:
+                ahead.release()
+                result = await asyncio.to_thread(self._complete, batch)
                 if finishing is not None and not await finishing:
                     break  # the previous batch was not published: committing this one would skip it
-                finishing = asyncio.create_task(self._finish(prepared, result, stop))
-            if finishing is not None:
-                await finishing
+                finishing = asyncio.create_task(self._finish(batch, result, stop))
+            else:  # the feeder stopped (asked to, or failed): finish the last batch, then raise what failed
+                if finishing is not None:
+                    await finishing
+                await feeder
         finally:
-            for task in (preparing, finishing):
+            for task in (feeder, finishing):
                 if task is not None and not task.done():
                     task.cancel()
             observer.cancel()
             await self.consumer.stop()
             await self.producer.stop()
+
+    async def _feed(self, stop: asyncio.Event, ready: asyncio.Queue[InHand | None], ahead: asyncio.Semaphore) -> None:
+        """Poll and prepare batches for the models, one ahead of them, until ``stop`` is set."""
+        try:
+            while not stop.is_set():
+                await ahead.acquire()
+                if stop.is_set():
+                    break
+                records = await self.consumer.poll_batch(self.settings.batch_max_size, self.settings.batch_max_wait_ms)
+                if records:
+                    ready.put_nowait(await self._prepare(records))
+                else:
+                    ahead.release()
+        finally:
+            ready.put_nowait(None)
 
     async def _observe(self, stop: asyncio.Event) -> None:
         """Once a second: consumer lag in messages and seconds per partition, and GPU memory and utilisation."""

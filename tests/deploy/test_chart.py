@@ -339,14 +339,14 @@ def test_probes_are_wired_to_the_metrics_server(scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", ALL)
-def test_termination_grace_is_longer_than_a_batch(scenario: str) -> None:
+def test_termination_grace_is_longer_than_the_batches_in_hand(scenario: str) -> None:
     pod = one(render_scenario(scenario), "Deployment")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > merged(scenario)["worker"]["maxBatchSeconds"]
+    assert pod["terminationGracePeriodSeconds"] > 2 * merged(scenario)["worker"]["maxBatchSeconds"]
 
 
-def test_a_grace_period_shorter_than_a_batch_fails_the_render() -> None:
+def test_a_grace_period_shorter_than_the_batches_in_hand_fails_the_render() -> None:
     with pytest.raises(HelmRenderError, match="terminationGracePeriodSeconds"):
-        render({"terminationGracePeriodSeconds": 60, "worker": {"maxBatchSeconds": 60}})
+        render({"terminationGracePeriodSeconds": 119, "worker": {"maxBatchSeconds": 60}})
 
 
 @pytest.mark.parametrize("scenario", ALL)

@@ -299,7 +299,7 @@ def test_cache_down_at_start_and_mid_stream(
 def test_a_backlog_ten_times_the_in_flight_budget_runs_in_bounded_memory(
     settings: Settings, arrivals: Arrivals, workers: list[WorkerProcess], tmp_path: Path, record_run: list[FaultRun]
 ) -> None:
-    budget = settings.batch_max_size  # posts in flight in one worker: one batch
+    budget = settings.batch_max_size  # posts in one batch; a worker holds up to three (see moderation/worker.py)
     stream = build_sample_stream(budget * 40, seed=53, run_id="backlog", shapes=TEXT_HEAVY)
     run = FaultRun("backlog", f"{len(stream.messages)} posts queued = {len(stream.messages) // budget}x budget")
     produce_messages(settings, stream.messages, settings.topic_posts)

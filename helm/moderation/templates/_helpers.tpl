@@ -154,8 +154,8 @@ Checks across values that a JSON schema cannot express; a failed check stops the
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int (include "moderation.maxReplicas" .))) -}}
 {{- fail (printf "autoscaling.minReplicas %d exceeds the most replicas %s" (int .Values.autoscaling.minReplicas) (include "moderation.maxReplicas" .)) -}}
 {{- end -}}
-{{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.worker.maxBatchSeconds) -}}
-{{- fail (printf "terminationGracePeriodSeconds %d must exceed worker.maxBatchSeconds %d, so a stopping worker finishes its batch" (int .Values.terminationGracePeriodSeconds) (int .Values.worker.maxBatchSeconds)) -}}
+{{- if le (int .Values.terminationGracePeriodSeconds) (mul 2 (int .Values.worker.maxBatchSeconds)) -}}
+{{- fail (printf "terminationGracePeriodSeconds %d must exceed twice worker.maxBatchSeconds %d, so a stopping worker finishes the batches in hand (two of them may still need the models)" (int .Values.terminationGracePeriodSeconds) (int .Values.worker.maxBatchSeconds)) -}}
 {{- end -}}
 {{- if and (include "moderation.sasl" .) (not .Values.kafka.sasl.existingSecret) -}}
 {{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.existingSecret: a Secret you create with the SASL user name and password" .Values.kafka.securityProtocol) -}}
