@@ -76,6 +76,7 @@ def group_consumer_options(settings: Settings) -> dict[str, Any]:
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "max_partition_fetch_bytes": max(1_048_576, settings.max_message_bytes * 2),
         "fetch_max_bytes": max(52_428_800, settings.max_message_bytes * 4),
     }
