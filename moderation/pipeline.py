@@ -46,7 +46,7 @@ class BatchResult:
     created_at: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)  # holds tensors: compared by identity
 class PreparedBatch:
     """A batch after :meth:`Pipeline.prepare`, waiting for :meth:`Pipeline.complete`."""
 

@@ -38,7 +38,7 @@ PUBLISH_RETRY_S = 1.0
 OBSERVE_INTERVAL_S = 1.0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: batches hold tensors, and the worker finds a batch in hand by identity
 class InHand:
     """A consumed batch not yet committed: its records, each partition's earliest record timestamp (the age of
     the oldest unprocessed post, for the lag metric), and the batch once prepared (None if that failed)."""
