@@ -42,6 +42,14 @@ def test_bucket_size() -> None:
     assert bucket_sizes(256)[-1] == 256 and len(bucket_sizes(256)) == 9
 
 
+def test_bucket_size_with_a_step_pads_large_batches_to_its_multiples() -> None:
+    assert [bucket_size(n, 32) for n in (1, 3, 32, 33, 64, 65, 154, 200, 256)] == [1, 4, 32, 64, 64, 96, 160, 224, 256]
+    assert bucket_sizes(256, 32) == [1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
+    assert bucket_sizes(100, 32) == [1, 2, 4, 8, 16, 32, 64, 96, 128]
+    for n in range(1, 300):
+        assert n <= bucket_size(n, 32) <= bucket_size(n)
+
+
 def test_weights_digest_needs_files() -> None:
     with pytest.raises(ModelError):
         weights_digest([])
