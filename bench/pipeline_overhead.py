@@ -31,7 +31,7 @@ from moderation.decide.policy import PolicySource
 from moderation.decode.images import ImageLimits
 from moderation.decode.post import PostDecoder
 from moderation.decode.stores import StoreRegistry
-from moderation.encode.base import set_threads
+from moderation.encode.base import PreparedTexts, set_threads
 from moderation.encode.cached import CachedEncoders
 from moderation.fuse import load_fusion_model
 from moderation.hashlists.matcher import HashMatcher
@@ -45,8 +45,11 @@ from moderation.types import Modality, RawRecord
 class StubText:
     name, version, modality, dim, device = "stub-text", "stub-text@0", Modality.TEXT, 384, torch.device("cpu")
 
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        return torch.zeros((len(texts), self.dim))
+    def prepare(self, texts: Sequence[str]) -> PreparedTexts:
+        return PreparedTexts(len(texts))
+
+    def encode_prepared(self, prepared: PreparedTexts) -> torch.Tensor:
+        return torch.zeros((prepared.count, self.dim))
 
 
 class StubImage:

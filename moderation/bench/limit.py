@@ -47,7 +47,6 @@ class LimitRuns:
     image_batch_size: int
     texts: int
     images: int
-    text_model_only: bool  # False: the text encoder is not a sentence-transformers model, tokenising included
     peak_gpu_bytes: int | None
 
 
@@ -91,8 +90,6 @@ def measure_limit(
 
     from moderation.decode.images import ImageLimits
     from moderation.encode import create_settings_encoders
-    from moderation.encode.base import inference_context
-    from moderation.encode.text import SentenceTransformerEncoder
     from moderation.fuse import load_fusion_model
 
     model = load_fusion_model(settings.model_dir)
@@ -112,25 +109,11 @@ def measure_limit(
 
     limits = ImageLimits.from_settings(settings)
     text_groups = _split(texts, text_windows or [len(texts)])
-    model_only = isinstance(text, SentenceTransformerEncoder)
-    if isinstance(text, SentenceTransformerEncoder):
-        st = text
-        batches: list[dict[str, Any]] = []
-        for group in text_groups:
-            normalised = sorted((_normalise(st, t) for t in group), key=len)  # as encode() orders them
-            for i in range(0, len(normalised), st.batch_size):
-                batches.append(st._tokenize(normalised[i : i + st.batch_size]))
+    prepared_texts = [text.prepare(group) for group in text_groups]  # normalised and tokenised, as the worker does
 
-        def text_pass() -> None:
-            with inference_context(st.device):
-                for features in batches:
-                    st._model(features)["sentence_embedding"].float().cpu()
-
-    else:
-
-        def text_pass() -> None:
-            for group in text_groups:
-                text.encode(group)
+    def text_pass() -> None:
+        for prepared in prepared_texts:
+            text.encode_prepared(prepared)
 
     text_pass()
     text_rates = [timed(text_pass, len(texts)) for _ in range(runs)]
@@ -167,12 +150,5 @@ def measure_limit(
         image_batch_size=settings.resolved_image_batch_size,
         texts=len(texts),
         images=len(images),
-        text_model_only=model_only,
         peak_gpu_bytes=int(torch.cuda.max_memory_allocated()) if cuda else None,
     )
-
-
-def _normalise(encoder: Any, text: str) -> str:
-    from moderation.decode.text import normalise_text
-
-    return normalise_text(text, leetspeak=encoder.leetspeak)

@@ -131,9 +131,7 @@ def format_report(result: BenchResult) -> str:
         "",
         "| measurement | rate |",
         "|---|---:|",
-        f"| text encoder, batch {result.limit.text_batch_size} (texts/s"
-        + ("" if result.limit.text_model_only else ", tokenising included")
-        + f") | {figures['text'].format()} |",
+        f"| text encoder, batch {result.limit.text_batch_size} (texts/s) | {figures['text'].format()} |",
         f"| image encoder, batch {result.limit.image_batch_size} (images/s) | {figures['image'].format()} |",
         f"| **limit for the mix** (posts/s) = 1 / ({result.mix['text_share']:.2f} / text + "
         f"{result.mix['images_per_post']:.2f} / image) | **{figures['limit'].format()}** |",

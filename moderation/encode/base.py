@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -42,11 +43,33 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class TextEncoder(Encoder, Protocol):
-    """Encodes texts; :func:`~moderation.decode.text.normalise_text` is applied inside, callers pass raw text."""
+    """Encodes texts; :func:`~moderation.decode.text.normalise_text` is applied inside, callers pass raw text.
+
+    Like images, texts go through two steps, so the host work can run in another thread while the model encodes
+    another batch: :meth:`prepare` (normalise, tokenise, move to the device) and :meth:`encode_prepared` (the
+    forward passes). :meth:`encode` is both at once.
+    """
+
+    def prepare(self, texts: Sequence[str]) -> PreparedTexts:
+        """The model's ready inputs for ``texts``: everything before the forward passes."""
+        ...
+
+    def encode_prepared(self, prepared: PreparedTexts) -> torch.Tensor:
+        """float32 ``[len(texts), dim]`` on the CPU, one row per prepared text, in input order."""
+        ...
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """float32 ``[len(texts), dim]`` on the CPU, one row per text, in input order."""
+        """:meth:`encode_prepared` of :meth:`prepare`."""
         ...
+
+
+@dataclass
+class PreparedTexts:
+    """Texts ready for a text model: per forward pass, the input rows it holds (indices into the texts) and the
+    model's inputs (its own format, such as token tensors)."""
+
+    count: int
+    passes: list[tuple[list[int], Any]] = field(default_factory=list)
 
 
 @runtime_checkable

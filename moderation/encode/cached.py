@@ -4,8 +4,8 @@ Keys are the SHA-256 of the raw text or of the image bytes, scoped by the encode
 float32 rows. Only the misses go to the encoder, in one batched call per modality.
 
 Encoding is two steps so that a worker can overlap them across batches: :meth:`CachedEncoders.prepare` does what
-needs no model (the cache lookups, and decoding the images that missed), :meth:`CachedEncoders.encode` runs the
-forward passes and stores the new rows.
+needs no model (the cache lookups; tokenising the texts and decoding the images that missed),
+:meth:`CachedEncoders.encode` runs the forward passes and stores the new rows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from moderation.decode.images import ImageLimits
-from moderation.encode.base import ImageEncoder, TextEncoder
+from moderation.encode.base import ImageEncoder, PreparedTexts, TextEncoder
 from moderation.errors import DecodeError
 from moderation.observability.metrics import Metrics
 from moderation.state.cache import Cache, embedding_key
@@ -43,12 +43,12 @@ class Lookup:
 
 @dataclass
 class PreparedInputs:
-    """A batch's encoder inputs after :meth:`CachedEncoders.prepare`: the texts, both lookups, and the images to
-    encode decoded to model input (on the device where JPEGs decode there)."""
+    """A batch's encoder inputs after :meth:`CachedEncoders.prepare`: both lookups, the texts to encode tokenised,
+    and the images to encode decoded to model input (on the device where JPEGs decode there)."""
 
-    texts: Sequence[str]
     text: Lookup
     image: Lookup
+    texts: PreparedTexts
     image_tensors: list[torch.Tensor] = field(default_factory=list)
     decoded: list[int] = field(default_factory=list)  # the unique missing images that decoded, in tensor order
     image_failures: dict[int, DecodeError] = field(default_factory=dict)  # the unique missing ones that did not
@@ -64,10 +64,11 @@ class CachedEncoders:
         self.metrics = metrics
 
     def prepare(self, texts: Sequence[str], images: Sequence[ImageInput], limits: ImageLimits) -> PreparedInputs:
-        """Look both modalities up in the cache and decode the images that missed (no forward pass)."""
+        """Look both modalities up in the cache, tokenise the texts and decode the images that missed (no forward
+        pass)."""
         text = self._lookup(Modality.TEXT, self.text.version, self.text.dim, [_sha256(t) for t in texts])
         image = self._lookup(Modality.IMAGE, self.image.version, self.image.dim, [i.sha256 for i in images])
-        prepared = PreparedInputs(texts, text, image)
+        prepared = PreparedInputs(text, image, self.text.prepare([texts[i] for i in text.unique]))
         unique = image.unique
         if unique:
             started = time.perf_counter()
@@ -87,7 +88,7 @@ class CachedEncoders:
         text, image = prepared.text, prepared.image
         if text.first_of:
             started = time.perf_counter()
-            self._fill(text, self.text.encode([prepared.texts[i] for i in text.unique]), {}, started)
+            self._fill(text, self.text.encode_prepared(prepared.texts), {}, started)
         if image.first_of:
             started = time.perf_counter()
             rows = torch.full((len(image.first_of), self.image.dim), float("nan"))

@@ -15,6 +15,7 @@ import torch
 
 from moderation.decode.text import normalise_text
 from moderation.encode.base import (
+    PreparedTexts,
     bucket_size,
     bucket_sizes,
     check_batch_size,
@@ -110,22 +111,31 @@ class SentenceTransformerEncoder:
         model.eval()
         return cls(model, name=name, version=version, batch_size=batch_size, leetspeak=leetspeak)
 
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """float32 ``[N, dim]`` on the CPU, in input order; texts are normalised, then batched by length.
+    def prepare(self, texts: Sequence[str]) -> PreparedTexts:
+        """Normalise, sort by length, cut into forward passes of ``batch_size`` and tokenise each (on the device).
 
         Sorting by length keeps padding (and wasted work) small; on the CPU the result for a text does not
         depend on its batch neighbours beyond float rounding (about 1e-7).
         """
         normalised = [normalise_text(text, leetspeak=self.leetspeak) for text in texts]
         order = sorted(range(len(normalised)), key=lambda i: len(normalised[i]))
-        out = torch.empty((len(normalised), self.dim), dtype=torch.float32)
+        prepared = PreparedTexts(len(normalised))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            prepared.passes.append((rows, self._tokenize([normalised[i] for i in rows])))
+        return prepared
+
+    def encode_prepared(self, prepared: PreparedTexts) -> torch.Tensor:
+        out = torch.empty((prepared.count, self.dim), dtype=torch.float32)
         with inference_context(self.device):
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                features = self._tokenize([normalised[i] for i in rows])
+            for rows, features in prepared.passes:
                 embeddings = self._model(features)["sentence_embedding"]
                 out[rows] = embeddings[: len(rows)].float().cpu()
         return out
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """float32 ``[N, dim]`` on the CPU, in input order (:meth:`prepare`, then :meth:`encode_prepared`)."""
+        return self.encode_prepared(self.prepare(texts))
 
     def warm_up(self) -> None:
         if self.device.type != "cuda":

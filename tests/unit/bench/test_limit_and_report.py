@@ -68,7 +68,6 @@ def _result() -> BenchResult:
         image_batch_size=32,
         texts=256,
         images=192,
-        text_model_only=True,
         peak_gpu_bytes=None,
     )
     lat = Latency(1.0, 2.0, 3.0)
