@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = 1.0
 OBSERVE_INTERVAL_S = 1.0
+#: Longest a rebalance waits for this worker to finish and commit its batches in hand (the group waits with it).
+REBALANCE_DRAIN_S = 30.0
 
 
 @dataclass(eq=False)  # identity: batches hold tensors, and the worker finds a batch in hand by identity
@@ -66,6 +68,12 @@ class Worker:
         self.metrics = metrics
         self.batches_committed = 0
         self._in_hand: collections.deque[InHand] = collections.deque()  # oldest first
+        self._nothing_in_hand = asyncio.Event()
+        self._nothing_in_hand.set()
+        self._not_draining = asyncio.Event()  # cleared while a rebalance waits for the batches in hand
+        self._not_draining.set()
+        self._running = False
+        consumer.before_revoke(self._drain)
 
     @property
     def ready(self) -> bool:
@@ -81,6 +89,7 @@ class Worker:
         """
         await self.producer.start()
         await self.consumer.start()
+        self._running = True
         observer = asyncio.create_task(self._observe(stop))
         ready: asyncio.Queue[InHand | None] = asyncio.Queue()  # prepared batches; None once the feeder stopped
         ahead = asyncio.Semaphore(1)  # at most one prepared batch waits for the models
@@ -98,6 +107,7 @@ class Worker:
                     await finishing
                 await feeder
         finally:
+            self._running = False
             for task in (feeder, finishing):
                 if task is not None and not task.done():
                     task.cancel()
@@ -109,6 +119,7 @@ class Worker:
         """Poll and prepare batches for the models, one ahead of them, until ``stop`` is set."""
         try:
             while not stop.is_set():
+                await self._not_draining.wait()
                 await ahead.acquire()
                 if stop.is_set():
                     break
@@ -145,6 +156,7 @@ class Worker:
                 batch.oldest_ms.get(record.partition, record.timestamp_ms), record.timestamp_ms
             )
         self._in_hand.append(batch)
+        self._nothing_in_hand.clear()
         self.metrics.in_flight.set(sum(len(b.records) for b in self._in_hand))
         batch.prepared = await asyncio.to_thread(self._prepare_or_none, records)
         return batch
@@ -194,8 +206,28 @@ class Worker:
         else:
             self.metrics.commit_failures.inc()
         self._in_hand.remove(batch)
+        if not self._in_hand:
+            self._nothing_in_hand.set()
         self.metrics.in_flight.set(sum(len(b.records) for b in self._in_hand))
         return True
+
+    async def _drain(self) -> None:
+        """Inside a rebalance, before this worker's partitions move: finish and commit the batches in hand (up to
+        three), polling nothing new meanwhile, so their next owner does not process and publish them again."""
+        if not self._running or not self._in_hand:
+            return
+        self._not_draining.clear()
+        try:
+            await asyncio.wait_for(self._nothing_in_hand.wait(), REBALANCE_DRAIN_S)
+        except TimeoutError:
+            log.warning(
+                "%d batches still in hand %.0f s into a rebalance; their posts will be processed again by the "
+                "partitions' next owner",
+                len(self._in_hand),
+                REBALANCE_DRAIN_S,
+            )
+        finally:
+            self._not_draining.set()
 
     async def _publish(self, result: BatchResult, stop: asyncio.Event) -> bool:
         """Publish until acknowledged (retrying through broker outages); False if asked to stop first."""

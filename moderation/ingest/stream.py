@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,11 @@ class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.assigned: set[TopicPartition] = set()
         self.joined = asyncio.Event()
+        self.before_revoke: Callable[[], Awaitable[None]] | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked and self.before_revoke is not None:
+            await self.before_revoke()
         self.assigned.difference_update(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -79,6 +82,11 @@ class StreamConsumer:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+    def before_revoke(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """Await ``drain`` inside every rebalance, before this member's partitions are taken away: the moment to
+        commit what it has in hand (commits still count then), so the partitions' next owner does not replay it."""
+        self.tracker.before_revoke = drain
 
     @property
     def joined(self) -> bool:

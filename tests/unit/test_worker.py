@@ -1,6 +1,7 @@
 """The worker's batch ordering with in-memory fakes of the broker clients and the pipeline: batch N + 1 is
 prepared and completed while batch N is published and committed, commits follow consumption order, each only after
-its own batch was acknowledged, and a batch that was never acknowledged stops later ones from being committed.
+its own batch was acknowledged, a batch that was never acknowledged stops later ones from being committed, and a
+rebalance first lets the worker commit every batch it has in hand.
 
 The real broker and Redis are exercised in ``tests/integration/test_worker.py`` and ``tests/reliability``."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -51,12 +52,24 @@ def _batch_of(offset: int) -> int:
 
 
 class FakeConsumer:
-    def __init__(self, events: Events, stop: asyncio.Event) -> None:
+    def __init__(self, events: Events, stop: asyncio.Event, revoke_at_batch: int | None = None) -> None:
         self.events = events
         self.stop_event = stop
         self.pending = _batches()
         self.committed: list[dict[tuple[str, int], int]] = []
         self.joined = True
+        self.revoke_at_batch = revoke_at_batch
+        self.drain: Callable[[], Awaitable[None]] | None = None
+        self.rebalance: asyncio.Task[None] | None = None
+
+    def before_revoke(self, drain: Callable[[], Awaitable[None]]) -> None:
+        self.drain = drain
+
+    async def _rebalance(self) -> None:
+        """What aiokafka does in a rebalance: await the listener, then take the partitions away."""
+        assert self.drain is not None
+        await self.drain()
+        self.events.add("revoked", len(self.committed))
 
     async def start(self) -> None: ...
 
@@ -67,7 +80,10 @@ class FakeConsumer:
             self.stop_event.set()
             return []
         batch = self.pending.pop(0)
-        self.events.add("polled", _batch_of(batch[0].offset))
+        number = _batch_of(batch[0].offset)
+        self.events.add("polled", number)
+        if number == self.revoke_at_batch:
+            self.rebalance = asyncio.create_task(self._rebalance())
         return batch
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
@@ -83,9 +99,10 @@ class FakeProducer:
     """Acknowledges a batch only after the next batch's processing began (a slow broker), so a worker that waited
     for the commit before processing the next batch would deadlock, and the test would time out."""
 
-    def __init__(self, events: Events, fail_from_batch: int | None = None) -> None:
+    def __init__(self, events: Events, fail_from_batch: int | None = None, slow: bool = True) -> None:
         self.events = events
         self.fail_from_batch = fail_from_batch
+        self.slow = slow
 
     async def start(self) -> None: ...
 
@@ -95,7 +112,7 @@ class FakeProducer:
         batch = int(next(iter(messages)).value)
         if self.fail_from_batch is not None and batch >= self.fail_from_batch:
             raise KafkaError("broker unreachable")
-        while batch + 1 < BATCHES and ("processing", batch + 1) not in self.events.log:
+        while self.slow and batch + 1 < BATCHES and ("processing", batch + 1) not in self.events.log:
             await asyncio.sleep(0.001)
         self.events.add("acknowledged", batch)
 
@@ -119,20 +136,22 @@ class FakePipeline:
         raise AssertionError("no record is rejected here")
 
 
-def _run(fail_from_batch: int | None = None) -> tuple[Events, FakeConsumer]:
+def _run(fail_from_batch: int | None = None, revoke_at_batch: int | None = None) -> tuple[Events, FakeConsumer]:
     async def main() -> tuple[Events, FakeConsumer]:
         events, stop = Events(), asyncio.Event()
-        consumer = FakeConsumer(events, stop)
+        consumer = FakeConsumer(events, stop, revoke_at_batch)
         worker = Worker(
             load_settings(),
             FakePipeline(events),  # type: ignore[arg-type]
             consumer,  # type: ignore[arg-type]
-            FakeProducer(events, fail_from_batch),  # type: ignore[arg-type]
+            FakeProducer(events, fail_from_batch, slow=revoke_at_batch is None),  # type: ignore[arg-type]
             Metrics(),
         )
         if fail_from_batch is not None:
             asyncio.get_running_loop().call_later(0.2, stop.set)  # the worker is asked to stop during the outage
         await asyncio.wait_for(worker.run(stop), timeout=10)
+        if consumer.rebalance is not None:
+            await consumer.rebalance
         return events, consumer
 
     return asyncio.run(main())
@@ -154,3 +173,12 @@ def test_nothing_after_a_batch_that_was_never_acknowledged_is_committed() -> Non
     assert [offsets["posts", 0] for offsets in consumer.committed] == [PER_BATCH]  # batch 0 only
     assert ("acknowledged", 1) not in events.log
     assert ("processing", 3) not in events.log  # batch 2 was processed during the outage; then the worker stopped
+
+
+def test_a_rebalance_waits_until_every_batch_in_hand_is_committed() -> None:
+    events, consumer = _run(revoke_at_batch=1)
+    # batches 0 and 1 were in hand when the rebalance began: both committed before the partitions went
+    assert ("revoked", 2) in events.log
+    assert events.index("committed", 1) < events.log.index(("revoked", 2))
+    assert events.index("revoked", 2) < events.index("polled", 2)  # nothing new was polled meanwhile
+    assert len(consumer.committed) == BATCHES
