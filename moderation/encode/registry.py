@@ -142,10 +142,13 @@ def create_settings_encoders(settings: Settings, text_name: str, image_name: str
     build them, so they compare the same models."""
     device = settings.resolved_device
     text = create_text_encoder(
-        text_name, device=device, threads=settings.torch_threads, batch_size=settings.resolved_text_batch_size
+        text_name, device=device, threads=settings.resolved_torch_threads, batch_size=settings.resolved_text_batch_size
     )
     image = create_image_encoder(
-        image_name, device=device, threads=settings.torch_threads, batch_size=settings.resolved_image_batch_size
+        image_name,
+        device=device,
+        threads=settings.resolved_torch_threads,
+        batch_size=settings.resolved_image_batch_size,
     )
     if settings.warm_up:
         started = time.perf_counter()
