@@ -521,11 +521,12 @@ class Bench:
         session.result.peak_gpu_bytes = [max(a, b) for a, b in zip(peak, current, strict=True)] if peak else current
 
 
-def contender_specs(plan: Plan, cpus: int) -> list[ContenderSpec]:
+def contender_specs(plan: Plan, cpus: int, cuda: bool = False) -> list[ContenderSpec]:
     """The product on each shape, the plain loop, the naive consumer, then the product with more workers.
 
     With several workers on a CPU, each gets ``cpus // workers`` torch threads (at least one), so the workers
-    together use the cores one worker would.
+    together use the cores one worker would. With CUDA every worker keeps the CUDA default
+    (``MODERATION_TORCH_THREADS`` resolved), as the models run on the GPU.
     """
     specs = [ContenderSpec(f"product-{shape}", f"product, images {shape}", "product", shape) for shape in plan.shapes]
     if plan.baselines:
@@ -543,7 +544,7 @@ def contender_specs(plan: Plan, cpus: int) -> list[ContenderSpec]:
                 "product",
                 plan.scaling_shape,
                 processes=count,
-                threads=max(1, cpus // count),
+                threads=0 if cuda else max(1, cpus // count),
                 half_load=False,
             )
         )
@@ -628,7 +629,8 @@ def run_bench(
                 message_bytes=message_bytes,
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            for group in contender_groups(contender_specs(plan, os.cpu_count() or 1)):
+            cuda = stacked.resolved_device.startswith("cuda")
+            for group in contender_groups(contender_specs(plan, os.cpu_count() or 1, cuda)):
                 result.contenders += bench.run_group(group)
             result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             result.loadavg = {"start": started_load, "end": loadavg()}

@@ -49,6 +49,7 @@ def test_contender_specs_split_the_cores() -> None:
     threads = {spec.name: spec.threads for spec in specs}
     assert threads["product-inline-2w"] == 1 and threads["product-inline-4w"] == 1
     assert contender_specs(Plan(), cpus=16)[-1].threads == 4
+    assert contender_specs(Plan(), cpus=16, cuda=True)[-1].threads == 0  # the CUDA default, for every worker
     quick = contender_specs(Plan.quick(), cpus=2)
     assert [spec.name for spec in quick][-1] == "product-inline-2w"
     groups = [[spec.name for spec in group] for group in contender_groups(specs)]
