@@ -102,7 +102,11 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(None, description="Policy YAML; empty: the policy shipped with the model.")
     # --- batching -----------------------------------------------------------------------------------------
     batch_max_size: int = Field(64, ge=1, description="Most posts the worker processes in one batch.")
-    batch_max_wait_ms: int = Field(50, ge=0, description="Longest a batch waits to fill before it runs.")
+    batch_max_wait_ms: int = Field(
+        50,
+        ge=0,
+        description="Longest a batch waits to fill before it runs; it stops filling at once when the models are idle.",
+    )
     text_batch_size: int = Field(
         0, ge=0, description="Texts per encoder forward pass (0: 16 on a CPU, 256 on CUDA; see docs/BENCHMARKS.md)."
     )

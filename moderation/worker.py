@@ -73,6 +73,7 @@ class Worker:
         self._not_draining = asyncio.Event()  # cleared while a rebalance waits for the batches in hand
         self._not_draining.set()
         self._running = False
+        self._waiting_for_batch = False  # the models are idle, waiting for the feeder
         consumer.before_revoke(self._drain)
 
     @property
@@ -96,7 +97,7 @@ class Worker:
         feeder = asyncio.create_task(self._feed(stop, ready, ahead))
         finishing: asyncio.Task[bool] | None = None  # publish and commit of the previous batch
         try:
-            while (batch := await ready.get()) is not None:
+            while (batch := await self._next(ready)) is not None:
                 ahead.release()
                 result = await asyncio.to_thread(self._complete, batch)
                 if finishing is not None and not await finishing:
@@ -115,6 +116,17 @@ class Worker:
             await self.consumer.stop()
             await self.producer.stop()
 
+    async def _next(self, ready: asyncio.Queue[InHand | None]) -> InHand | None:
+        """The next prepared batch; while the models wait for it, the feeder stops filling the batch it polls."""
+        self._waiting_for_batch = True
+        try:
+            return await ready.get()
+        finally:
+            self._waiting_for_batch = False
+
+    def _models_idle(self) -> bool:
+        return self._waiting_for_batch
+
     async def _feed(self, stop: asyncio.Event, ready: asyncio.Queue[InHand | None], ahead: asyncio.Semaphore) -> None:
         """Poll and prepare batches for the models, one ahead of them, until ``stop`` is set."""
         try:
@@ -123,7 +135,9 @@ class Worker:
                 await ahead.acquire()
                 if stop.is_set():
                     break
-                records = await self.consumer.poll_batch(self.settings.batch_max_size, self.settings.batch_max_wait_ms)
+                records = await self.consumer.poll_batch(
+                    self.settings.batch_max_size, self.settings.batch_max_wait_ms, stop_filling=self._models_idle
+                )
                 if records:
                     ready.put_nowait(await self._prepare(records))
                 else:

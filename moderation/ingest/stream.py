@@ -46,6 +46,10 @@ def next_offsets(records: Iterable[RawRecord]) -> dict[tuple[str, int], int]:
     return offsets
 
 
+#: How often a filling batch checks whether it should stop filling (see ``StreamConsumer.poll_batch``).
+FILL_SLICE_MS = 5
+
+
 class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.assigned: set[TopicPartition] = set()
@@ -93,16 +97,28 @@ class StreamConsumer:
         """True once the group has assigned this member its partitions (it may be none)."""
         return self.tracker.joined.is_set()
 
-    async def poll_batch(self, max_records: int, max_wait_ms: int, idle_wait_ms: int = 1000) -> list[RawRecord]:
-        """Up to ``max_records``: waits up to ``idle_wait_ms`` for the first, then ``max_wait_ms`` to fill up."""
+    async def poll_batch(
+        self,
+        max_records: int,
+        max_wait_ms: int,
+        idle_wait_ms: int = 1000,
+        stop_filling: Callable[[], bool] | None = None,
+    ) -> list[RawRecord]:
+        """Up to ``max_records``: waits up to ``idle_wait_ms`` for the first, then ``max_wait_ms`` to fill up.
+
+        With ``stop_filling``, a batch that holds records is returned as soon as it answers True (checked every
+        ``FILL_SLICE_MS``): the worker passes "the models are idle", since filling then only adds latency.
+        """
         records: list[RawRecord] = []
         first = await self._consumer.getmany(timeout_ms=idle_wait_ms, max_records=max_records)
         records.extend(_convert(first))
         deadline = time.monotonic() + max_wait_ms / 1000
         while records and len(records) < max_records:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
+            if remaining_ms <= 0 or (stop_filling is not None and stop_filling()):
                 break
+            if stop_filling is not None:
+                remaining_ms = min(remaining_ms, FILL_SLICE_MS)
             more = await self._consumer.getmany(timeout_ms=remaining_ms, max_records=max_records - len(records))
             records.extend(_convert(more))
         return records

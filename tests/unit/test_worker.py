@@ -75,7 +75,7 @@ class FakeConsumer:
 
     async def stop(self) -> None: ...
 
-    async def poll_batch(self, max_records: int, max_wait_ms: int) -> list[RawRecord]:
+    async def poll_batch(self, max_records: int, max_wait_ms: int, stop_filling: object = None) -> list[RawRecord]:
         if not self.pending:
             self.stop_event.set()
             return []
