@@ -95,7 +95,7 @@ class Pipeline:
 
     def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
         """The work that needs no model: decode and check the posts, match known-bad media, look up stored
-        verdicts and cached encodings, and decode the images still to encode.
+        verdicts and cached encodings, and tokenise the texts and decode the images still to encode.
 
         It may run in another thread while :meth:`complete` finishes the previous batch: the two share only Redis,
         the metrics and the encoders (preprocessing here, forward passes there), all safe to use from two threads.

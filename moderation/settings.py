@@ -179,9 +179,7 @@ class Settings(BaseSettings):
     @property
     def resolved_torch_threads(self) -> int:
         """``torch_threads``, or when it is 0: ``CUDA_TORCH_THREADS`` with CUDA, 0 (torch's default) on a CPU."""
-        if self.torch_threads:
-            return self.torch_threads
-        return CUDA_TORCH_THREADS if self.resolved_device.startswith("cuda") else 0
+        return self.torch_threads or self._on_device(cpu=0, cuda=CUDA_TORCH_THREADS)
 
     @property
     def resolved_text_batch_size(self) -> int:
@@ -196,7 +194,11 @@ class Settings(BaseSettings):
     def _default_batch_size(self) -> int:
         # Measured (docs/BENCHMARKS.md): on a CPU, forward passes of 16 beat 32 and 64 per item (less text padding,
         # activations that stay in cache: +50-90% worker throughput); a GPU needs large batches to be busy.
-        return CUDA_BATCH_SIZE if self.resolved_device.startswith("cuda") else CPU_BATCH_SIZE
+        return self._on_device(cpu=CPU_BATCH_SIZE, cuda=CUDA_BATCH_SIZE)
+
+    def _on_device(self, *, cpu: int, cuda: int) -> int:
+        """The default that fits the resolved device."""
+        return cuda if self.resolved_device.startswith("cuda") else cpu
 
 
 def load_settings(**overrides: object) -> Settings:
