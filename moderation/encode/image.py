@@ -2,7 +2,9 @@
 
 Preprocessing is always the model's own data config (input size, resize/crop, interpolation, mean and std), as
 timm resolves it. On the CPU, JPEGs are decoded at reduced size straight to what that resize needs; on CUDA,
-JPEGs are decoded by nvjpeg on the GPU and resized there, since the CPU decode is the wall at GPU speeds.
+JPEGs are decoded by nvjpeg on the GPU and resized there, since the CPU decode is the wall at GPU speeds. Either
+way the resize and crop run on uint8 pixel tensors (torchvision), the normalisation after it: see
+:func:`pixel_steps`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class TimmImageEncoder:
         self.input_size: tuple[int, int, int] = tuple(config["input_size"])  # type: ignore[assignment]
         self.dim = int(getattr(model, "num_features", 0)) or self._probe_dim()
         self._transform: Callable[[object], torch.Tensor] = create_transform(**config)
+        self._pixel_steps = pixel_steps(self._transform)
         scale = math.floor(max(self.input_size[1:]) / float(config.get("crop_pct") or 1.0))
         self._decode_size = (scale, scale)  # the transform resizes the shorter side to ``scale``, then crops
         self._gpu_jpeg = self.device.type == "cuda"
@@ -110,7 +113,19 @@ class TimmImageEncoder:
         return final
 
     def _preprocess_on_cpu(self, data: bytes, limits: ImageLimits, declared_type: str | None) -> torch.Tensor:
-        return self._transform(decode_image(data, self._decode_size, limits, declared_type))
+        from torchvision.transforms.functional import pil_to_tensor
+
+        image = decode_image(data, self._decode_size, limits, declared_type)
+        if self._pixel_steps is None:
+            return self._transform(image)
+        return self._pixel_steps(pil_to_tensor(image))
+
+    def _model_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., 3, H, W]`` pixels -> the model's normalised input, by :func:`pixel_steps` when the
+        transform has their shape, else by the transform itself on ``[0, 1]`` floats."""
+        if self._pixel_steps is None:
+            return self._transform(pixels.float().div_(255.0))
+        return self._pixel_steps(pixels)
 
     def _decode_jpegs(self, jpegs: Sequence[bytes]) -> list[torch.Tensor | None]:
         """Batched ``decode_jpeg`` on this encoder's device (nvjpeg on CUDA), then the model's transform once per
@@ -138,8 +153,8 @@ class TimmImageEncoder:
                 by_size.setdefault(tuple(image.shape), []).append(index)
         out: list[torch.Tensor | None] = [None] * len(jpegs)
         for members in by_size.values():
-            batch = torch.stack([decoded[i] for i in members]).float().div_(255.0)  # type: ignore[misc]
-            for index, tensor in zip(members, self._transform(batch).unbind(0), strict=True):
+            batch = torch.stack([decoded[i] for i in members])  # type: ignore[misc]
+            for index, tensor in zip(members, self._model_input(batch).unbind(0), strict=True):
                 out[index] = tensor
         return out
 
@@ -191,6 +206,37 @@ class TimmImageEncoder:
         with inference_context(self.device):
             probe = torch.zeros((1, *self.input_size), device=self.device)
             return int(self._model(probe.contiguous(memory_format=self._memory_format)).shape[-1])
+
+
+def pixel_steps(transform: object) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``transform`` (timm's eval transform) as steps on uint8 pixel tensors, when it is the usual
+    ``Resize, CenterCrop, ToTensor, Normalize``; ``None`` for any other shape (the caller keeps ``transform``).
+
+    The same resize and crop, run by torchvision on uint8 tensors instead of PIL images: on the CPU that is its
+    native uint8 antialiased kernel, 0.3 ms instead of PIL's 2.1 ms for a 640x480 photo to 341x256 (bicubic,
+    one core), and every value within one uint8 level of PIL's (the test measures it). Only then are the pixels
+    scaled to floats and normalised, on the 224x224 crop rather than the full image.
+    """
+    from torchvision import transforms
+    from torchvision.transforms.v2 import functional
+
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) != 4:
+        return None
+    resize, crop, to_tensor, normalize = steps
+    exact = (transforms.Resize, transforms.CenterCrop, transforms.Normalize)  # a subclass may behave otherwise
+    if (type(resize), type(crop), type(normalize)) != exact or not isinstance(to_tensor, transforms.ToTensor):
+        return None
+    mean, std = list(normalize.mean), list(normalize.std)
+
+    def run(pixels: torch.Tensor) -> torch.Tensor:
+        size, interpolation, antialias = resize.size, resize.interpolation, resize.antialias
+        resized = functional.resize(pixels, size, interpolation, max_size=resize.max_size, antialias=antialias)
+        scaled = functional.center_crop(resized, crop.size).float().div_(255.0)
+        normalized: torch.Tensor = functional.normalize(scaled, mean, std, inplace=True)
+        return normalized
+
+    return run
 
 
 def _warm_up_jpeg() -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -137,6 +138,40 @@ def test_batched_jpeg_decode_matches_one_image_at_a_time(
     monkeypatch.setattr(image_encoder, "_gpu_jpeg", True)
     batch = _mixed_batch(photos)
     _check_mixed(image_encoder.preprocess_many(batch, limits), _one_by_one(image_encoder, batch, limits))
+
+
+def test_pixel_steps_match_the_models_own_transform(
+    image_encoder: ImageEncoder, photos: list[bytes], limits: ImageLimits
+) -> None:
+    """The uint8 resize and crop land within one pixel level of timm's transform on PIL images, and the features
+    barely move: the fusion model was trained on features of the PIL path."""
+    from moderation.decode.images import decode_image
+
+    encoder: Any = image_encoder
+    assert encoder._pixel_steps is not None  # EfficientNet-Lite0's transform has the usual shape
+    sizes = [(640, 427), (300, 200), (200, 300), (97, 61), (1000, 1000)]
+    images = [Image.open(io.BytesIO(photo)).convert("RGB").resize(size) for photo in photos for size in sizes]
+    jpegs = [_jpeg(image) for image in images]
+    fast = [encoder.preprocess(data, limits) for data in jpegs]
+    reference = [encoder._transform(decode_image(data, encoder._decode_size, limits)) for data in jpegs]
+    one_level = 1 / 255 / 0.5  # EfficientNet-Lite's std is 0.5
+    for got, want in zip(fast, reference, strict=True):
+        assert got.shape == want.shape == (3, 224, 224)
+        assert (got - want).abs().max().item() <= one_level + 1e-6
+    similarity = torch.nn.functional.cosine_similarity(encoder.encode(fast), encoder.encode(reference))
+    assert similarity.min().item() > 0.999
+
+
+def test_other_transform_shapes_keep_the_transform() -> None:
+    from torchvision import transforms
+
+    from moderation.encode.image import pixel_steps
+
+    usual = [transforms.Resize(8), transforms.CenterCrop(4), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
+    assert pixel_steps(transforms.Compose(usual)) is not None
+    assert pixel_steps(transforms.Compose([transforms.RandomHorizontalFlip(), *usual])) is None
+    assert pixel_steps(transforms.Compose([transforms.Resize((4, 4)), *usual[2:]])) is None
+    assert pixel_steps(lambda image: image) is None
 
 
 def test_batched_decode_is_cut_by_pixel_budget() -> None:
