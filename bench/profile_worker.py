@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import signal
@@ -134,10 +135,12 @@ def main() -> None:
             before = stage_sums(worker.scrape()) if worker else {}
             pause([pid])
             producer.send(contender_settings.topic_posts, posts)
+            cpu_before = cpu_seconds()
             resume([pid])
             released = time.time()
             published, _ = collector.collect("profile-s", len(posts), 600)
             elapsed = max(published.values()) - released
+            cpu_after = cpu_seconds()
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
@@ -149,6 +152,7 @@ def main() -> None:
     for stage in sorted(after):
         spent = after[stage] - before.get(stage, 0.0)
         print(f"  {stage:<14} {spent:7.2f} s  {100 * spent / elapsed:5.1f}% of wall time")
+    print_cpu(cpu_before, cpu_after, pid, elapsed)
     if raw.exists():
         by_thread: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for line in raw.read_text().splitlines():
@@ -161,6 +165,37 @@ def main() -> None:
             print(f"  {thread}: {total} samples")
             for stage, count in counts.most_common():
                 print(f"    {100 * count / total:5.1f}%  {stage}")
+
+
+CpuTimes = dict[int, tuple[str, float]]  # pid -> (command name, CPU seconds so far)
+
+
+def cpu_seconds() -> CpuTimes:
+    """CPU seconds (user + system) so far of every process on this machine, by pid, with its command name; empty
+    where there is no ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seen: CpuTimes = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        seen[int(stat.parent.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return seen
+
+
+def print_cpu(before: CpuTimes, after: CpuTimes, worker: int, wall: float) -> None:
+    """Where the machine's CPU time went over the backlog, by process: the worker against the broker, Redis and
+    this script's producer and collector, which share its cores."""
+    spent = {pid: (name, used - before[pid][1]) for pid, (name, used) in after.items() if pid in before}
+    busy = sorted(((used, pid, name) for pid, (name, used) in spent.items() if used >= 0.05), reverse=True)
+    if not busy:
+        return
+    print(f"\nCPU seconds by process over the backlog ({os.cpu_count()} cores x {wall:.2f} s wall):")
+    for used, pid, name in busy:
+        role = "the worker" if pid == worker else "this script" if pid == os.getpid() else name
+        print(f"  {used:7.2f} s  {100 * used / wall:5.1f}% of one core  {role} (pid {pid})")
 
 
 if __name__ == "__main__":
