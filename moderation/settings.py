@@ -19,6 +19,7 @@ from moderation.errors import ConfigError
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+ThreadPriority = Literal["auto", "normal", "low", "idle"]
 #: Encoder forward-pass sizes when the settings leave them at 0.
 CPU_BATCH_SIZE = 16
 CUDA_BATCH_SIZE = 256
@@ -88,6 +89,13 @@ class Settings(BaseSettings):
         ge=0,
         description="CPU threads for torch. 0: torch's default (one per core) on a CPU, 2 with CUDA, where the CPU "
         "only runs the fusion head and small tensor work.",
+    )
+    prepare_priority: ThreadPriority = Field(
+        "auto",
+        description="OS scheduling priority of the worker's prepare thread (post decode, checks, lookups, image "
+        "decode), which runs beside the models: `normal`; `low` (nice 19); `idle` (SCHED_IDLE: it yields to every "
+        "normal thread and runs on the core time they leave). `auto`: `idle` on a CPU, where it would otherwise "
+        "slow the models' threads, `normal` with CUDA. Linux only; elsewhere every level is `normal`.",
     )
     warm_up: bool = Field(
         True,
@@ -180,6 +188,13 @@ class Settings(BaseSettings):
     def resolved_torch_threads(self) -> int:
         """``torch_threads``, or when it is 0: ``CUDA_TORCH_THREADS`` with CUDA, 0 (torch's default) on a CPU."""
         return self.torch_threads or self._on_device(cpu=0, cuda=CUDA_TORCH_THREADS)
+
+    @property
+    def resolved_prepare_priority(self) -> ThreadPriority:
+        """``prepare_priority``, or when it is ``auto``: ``idle`` on a CPU, ``normal`` with CUDA."""
+        if self.prepare_priority != "auto":
+            return self.prepare_priority
+        return "normal" if self.resolved_device.startswith("cuda") else "idle"
 
     @property
     def resolved_text_batch_size(self) -> int:

@@ -8,8 +8,10 @@ and republished as first decided.
 Model work runs in threads, so the asyncio loop keeps the consumer's heartbeats going. Up to three batches are in
 hand at once: while batch N is published, acknowledged and committed on the event loop, batch N + 1 goes through
 the models in one thread and batch N + 2 is prepared (decoded, checked, looked up, images decoded) in another, so
-the models wait neither for the broker nor for the host work. SIGTERM lets the batches in hand finish, publish and
-commit, then leaves the group.
+the models wait neither for the broker nor for the host work. On a CPU the prepare thread runs at idle priority
+(``MODERATION_PREPARE_PRIORITY``): a thread that takes a core from a multi-threaded forward pass stalls all of its
+threads at their next synchronisation, so preparing gets only the core time the models leave. SIGTERM lets the
+batches in hand finish, publish and commit, then leaves the group.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiokafka.errors import KafkaError
@@ -29,7 +33,7 @@ from aiokafka.errors import KafkaError
 from moderation.ingest.stream import StreamConsumer, StreamProducer, next_offsets
 from moderation.observability.metrics import Metrics
 from moderation.pipeline import BatchResult, Pipeline, PreparedBatch
-from moderation.settings import Settings
+from moderation.settings import Settings, ThreadPriority
 from moderation.types import RawRecord, ReasonCode, Rejection
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,9 @@ class Worker:
         self._running = False
         self._waiting_for_batch = False  # the models are idle, waiting for the feeder
         consumer.before_revoke(self._drain)
+        self._preparer = ThreadPoolExecutor(  # its own thread, so its priority touches nothing else
+            1, "prepare", initializer=set_thread_priority, initargs=(settings.resolved_prepare_priority,)
+        )
 
     @property
     def ready(self) -> bool:
@@ -113,6 +120,7 @@ class Worker:
                 if task is not None and not task.done():
                     task.cancel()
             observer.cancel()
+            self._preparer.shutdown(wait=False)
             await self.consumer.stop()
             await self.producer.stop()
 
@@ -172,7 +180,8 @@ class Worker:
         self._in_hand.append(batch)
         self._nothing_in_hand.clear()
         self.metrics.in_flight.set(sum(len(b.records) for b in self._in_hand))
-        batch.prepared = await asyncio.to_thread(self._prepare_or_none, records)
+        loop = asyncio.get_running_loop()
+        batch.prepared = await loop.run_in_executor(self._preparer, self._prepare_or_none, records)
         return batch
 
     def _prepare_or_none(self, records: Sequence[RawRecord]) -> PreparedBatch | None:
@@ -261,6 +270,18 @@ class Worker:
         if target and self.batches_committed + 1 == target:
             log.warning("debug_kill_before_commit_batch=%d reached: killing this process", target)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def set_thread_priority(level: ThreadPriority) -> None:
+    """Give the calling thread ``level`` (see ``Settings.prepare_priority``); where the OS refuses or has no
+    per-thread priority, log it and keep running at normal priority."""
+    try:
+        if level == "low":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id names one thread
+        elif level == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+    except (AttributeError, OSError) as exc:
+        log.warning("cannot set thread priority %r (%s); running at normal priority", level, exc)
 
 
 def observe_gpu(metrics: Metrics) -> None:

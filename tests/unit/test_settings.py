@@ -19,3 +19,9 @@ def test_torch_threads_follow_the_device_unless_set() -> None:
     assert load_settings(device="cuda").resolved_torch_threads == CUDA_TORCH_THREADS == 2
     assert load_settings(device="cuda", torch_threads=8).resolved_torch_threads == 8
     assert load_settings(device="cpu", torch_threads=1).resolved_torch_threads == 1
+
+
+def test_prepare_priority_follows_the_device_unless_set() -> None:
+    assert load_settings(device="cpu").resolved_prepare_priority == "idle"  # the models' threads keep the cores
+    assert load_settings(device="cuda").resolved_prepare_priority == "normal"
+    assert load_settings(device="cpu", prepare_priority="low").resolved_prepare_priority == "low"

@@ -1,17 +1,20 @@
 """The worker's batch ordering with in-memory fakes of the broker clients and the pipeline: batch N + 1 is
 prepared and completed while batch N is published and committed, commits follow consumption order, each only after
 its own batch was acknowledged, a batch that was never acknowledged stops later ones from being committed, and a
-rebalance first lets the worker commit every batch it has in hand.
+rebalance first lets the worker commit every batch it has in hand; and on a CPU the prepare thread yields the cores
+to the models' thread.
 
 The real broker and Redis are exercised in ``tests/integration/test_worker.py`` and ``tests/reliability``."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import pytest
 from aiokafka.errors import KafkaError
 
 from moderation.ingest.stream import Outgoing
@@ -19,7 +22,7 @@ from moderation.observability.metrics import Metrics
 from moderation.pipeline import BatchResult
 from moderation.settings import load_settings
 from moderation.types import RawRecord
-from moderation.worker import Worker
+from moderation.worker import Worker, set_thread_priority
 
 BATCHES = 4
 PER_BATCH = 3
@@ -120,14 +123,17 @@ class FakeProducer:
 class FakePipeline:
     def __init__(self, events: Events) -> None:
         self.events = events
+        self.policies: dict[str, set[int]] = {"prepare": set(), "complete": set()}  # scheduling policy per step
 
     def prepare(self, records: Sequence[RawRecord]) -> int:
         batch = _batch_of(records[0].offset)
         self.events.add("preparing", batch)
+        self.policies["prepare"].add(_policy())
         return batch
 
     def complete(self, batch: int) -> BatchResult:
         self.events.add("processing", batch)
+        self.policies["complete"].add(_policy())
         return BatchResult(messages=[Outgoing("verdicts", b"k", str(batch).encode())])
 
     def after_publish(self, result: BatchResult) -> None: ...
@@ -136,13 +142,19 @@ class FakePipeline:
         raise AssertionError("no record is rejected here")
 
 
-def _run(fail_from_batch: int | None = None, revoke_at_batch: int | None = None) -> tuple[Events, FakeConsumer]:
+def _policy() -> int:
+    return os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
+
+
+def _run(
+    fail_from_batch: int | None = None, revoke_at_batch: int | None = None, pipeline: FakePipeline | None = None
+) -> tuple[Events, FakeConsumer]:
     async def main() -> tuple[Events, FakeConsumer]:
-        events, stop = Events(), asyncio.Event()
+        events, stop = (pipeline.events if pipeline else Events()), asyncio.Event()
         consumer = FakeConsumer(events, stop, revoke_at_batch)
         worker = Worker(
-            load_settings(),
-            FakePipeline(events),  # type: ignore[arg-type]
+            load_settings(device="cpu"),
+            pipeline or FakePipeline(events),  # type: ignore[arg-type]
             consumer,  # type: ignore[arg-type]
             FakeProducer(events, fail_from_batch, slow=revoke_at_batch is None),  # type: ignore[arg-type]
             Metrics(),
@@ -182,3 +194,32 @@ def test_a_rebalance_waits_until_every_batch_in_hand_is_committed() -> None:
     assert events.index("committed", 1) < events.log.index(("revoked", 2))
     assert events.index("revoked", 2) < events.index("polled", 2)  # nothing new was polled meanwhile
     assert len(consumer.committed) == BATCHES
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="per-thread scheduling policies are Linux only")
+def test_on_a_cpu_only_the_prepare_thread_runs_at_idle_priority() -> None:
+    """The models' thread keeps normal priority; preparing runs on whatever core time the models leave."""
+    pipeline = FakePipeline(Events())
+    _run(pipeline=pipeline)
+    assert pipeline.policies == {"prepare": {os.SCHED_IDLE}, "complete": {os.SCHED_OTHER}}
+    assert _policy() == os.SCHED_OTHER  # nor did it leak to the test's own thread
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="per-thread scheduling policies are Linux only")
+def test_thread_priority_levels() -> None:
+    seen: dict[str, tuple[int, int]] = {}
+
+    def probe(level: Any) -> None:
+        set_thread_priority(level)
+        seen[level] = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    for level in ("normal", "low", "idle"):
+        thread = threading.Thread(target=probe, args=(level,))
+        thread.start()
+        thread.join()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen == {
+        "normal": (os.SCHED_OTHER, base),
+        "low": (os.SCHED_OTHER, 19),
+        "idle": (os.SCHED_IDLE, base),
+    }
