@@ -14,9 +14,10 @@ How a contender is measured (the same for the product and both baselines):
 4. **half load**, ``runs`` times: posts produced at half the contender's median saturation rate while it runs;
    latency is ``published_at`` minus the post's ``created_at`` (stamped when it was sent).
 
-The single-process contenders (the product on each image shape, the plain loop, the naive consumer) run
-round-robin: run ``i`` of each before run ``i + 1`` of any, so other work on a shared machine falls on all of
-them alike; the others wait idle meanwhile. Multi-process (scaling) contenders run alone afterwards.
+Each contender is measured alone: its processes are the only ones besides the broker, Redis and this process.
+Idle contenders waiting their turn are not free: their consumers' fetches (every 50 ms each) and the broker's
+answers took about 8% of a 2-core machine, and a thread that takes a core from a two-thread forward pass stalls
+it, so round-robin measurement with the others idle cost the product 10-15% here (``docs/BENCHMARKS.md``).
 
 Every run's posts are new (see :mod:`moderation.bench.posts`), so caches never help; the broker and Redis are
 shared by all contenders but every contender has its own topics and group.
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -388,54 +389,36 @@ class Bench:
         return Baseline(settings, spec.kind)
 
     def run_contender(self, spec: ContenderSpec) -> ContenderResult:
-        """One contender alone (see :meth:`run_group`)."""
-        return self.run_group([spec])[0]
-
-    def run_group(self, specs: Sequence[ContenderSpec]) -> list[ContenderResult]:
-        """Contenders measured round-robin: all start together, then run ``i`` of every contender before run
-        ``i + 1`` of any, so a burst of other work on the machine falls on all of them alike. Each has its own
-        topics, group and processes; only the one measured works while the others wait idle."""
+        """One contender alone: start, wait until ready, a warm-up burst, the saturation runs, the half-load runs
+        at half its median saturation rate, then stop."""
         plan = self.plan
-        sessions = [Session(spec, self.contender_settings(spec)) for spec in specs]
-        for session in sessions:
-            session.result.posts = session.result.posts or plan.posts
-            session.contender = self.processes(session.spec, session.settings)
-        self.echo(
-            "starting " + ", ".join(f"{s.spec.label} ({s.spec.processes} process(es))" for s in sessions) + " ..."
-        )
+        session = Session(spec, self.contender_settings(spec))
+        session.result.posts = session.result.posts or plan.posts
+        session.contender = self.processes(spec, session.settings)
+        self.echo(f"starting {spec.label} ({spec.processes} process(es)) ...")
         started = time.monotonic()
         try:
-            for session in sessions:
-                session.contender.start()
-            for session in sessions:
-                session.contender.wait_ready()
-                session.collector = Collector(session.settings)
-                session.producer = Producer(session.settings)
-                session.pids = session.contender.pids()
+            session.contender.start()
+            session.contender.wait_ready()
+            session.collector = Collector(session.settings)
+            session.producer = Producer(session.settings)
+            session.pids = session.contender.pids()
             self.echo(f"  ready in {time.monotonic() - started:.1f} s")
-            for session in sessions:
-                warm = min(session.result.posts, session.settings.batch_max_size * (session.spec.processes + 1))
-                self._burst(session, f"{session.spec.name}-w", warm, counted=False)
+            warm = min(session.result.posts, session.settings.batch_max_size * (spec.processes + 1))
+            self._burst(session, f"{spec.name}-w", warm, counted=False)
             for run in range(plan.runs):
-                for session in sessions:
-                    self._burst(session, f"{session.spec.name}-s{run}", session.result.posts)
-                    self._sample_gpu(session)
-            loaded = [s for s in sessions if s.spec.half_load and plan.half_load > 0 and s.result.throughput]
-            for session in loaded:
+                self._burst(session, f"{spec.name}-s{run}", session.result.posts)
+                self._sample_gpu(session)
+            if spec.half_load and plan.half_load > 0 and session.result.throughput:
                 session.result.half_rate = plan.half_load * statistics.median(session.result.throughput)
-            for run in range(plan.runs):
-                for session in loaded:
-                    self._paced(session, f"{session.spec.name}-h{run}")
+                for run in range(plan.runs):
+                    self._paced(session, f"{spec.name}-h{run}")
                     self._sample_gpu(session)
-            for session in sessions:
-                session.result.peak_rss_bytes = [
-                    rss for pid in session.pids if (rss := peak_rss_bytes(pid)) is not None
-                ]
-                session.result.duplicates = session.collector.duplicates if session.collector else 0
+            session.result.peak_rss_bytes = [rss for pid in session.pids if (rss := peak_rss_bytes(pid)) is not None]
+            session.result.duplicates = session.collector.duplicates
         finally:
-            for session in sessions:
-                session.close()
-        return [session.result for session in sessions]
+            session.close()
+        return session.result
 
     def _burst(self, session: Session, tag: str, count: int, counted: bool = True) -> None:
         assert session.collector is not None and session.producer is not None
@@ -551,13 +534,6 @@ def contender_specs(plan: Plan, cpus: int, cuda: bool = False) -> list[Contender
     return specs
 
 
-def contender_groups(specs: Sequence[ContenderSpec]) -> list[list[ContenderSpec]]:
-    """One round-robin group of every single-process contender (the comparison), then each multi-process one
-    alone (scaling: more processes than the machine shares well with idle others)."""
-    single = [spec for spec in specs if spec.processes == 1]
-    return ([single] if single else []) + [[spec] for spec in specs if spec.processes > 1]
-
-
 @contextmanager
 def bench_stack(settings: Settings, workdir: Path, partitions: int) -> Iterator[Settings]:
     """``settings`` pointing at a broker and Redis: the configured ones, else an embedded stack started here
@@ -630,8 +606,8 @@ def run_bench(
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             cuda = stacked.resolved_device.startswith("cuda")
-            for group in contender_groups(contender_specs(plan, os.cpu_count() or 1, cuda)):
-                result.contenders += bench.run_group(group)
+            for spec in contender_specs(plan, os.cpu_count() or 1, cuda):
+                result.contenders.append(bench.run_contender(spec))
             result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             result.loadavg = {"start": started_load, "end": loadavg()}
             return result

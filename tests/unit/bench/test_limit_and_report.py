@@ -13,7 +13,6 @@ from moderation.bench.runner import (
     ContenderResult,
     ContenderSpec,
     Plan,
-    contender_groups,
     contender_specs,
 )
 from moderation.bench.stats import Figure, Latency, percentile
@@ -52,8 +51,6 @@ def test_contender_specs_split_the_cores() -> None:
     assert contender_specs(Plan(), cpus=16, cuda=True)[-1].threads == 0  # the CUDA default, for every worker
     quick = contender_specs(Plan.quick(), cpus=2)
     assert [spec.name for spec in quick][-1] == "product-inline-2w"
-    groups = [[spec.name for spec in group] for group in contender_groups(specs)]
-    assert groups == [["product-inline", "product-ref", "plain", "naive"], ["product-inline-2w"], ["product-inline-4w"]]
 
 
 def _result() -> BenchResult:
