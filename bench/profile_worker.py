@@ -33,7 +33,8 @@ from moderation.settings import load_settings
 # (stage, pattern over "function (file)" frames); the first rule that matches a sample's stack, innermost
 # project frame first, names its stage.
 RULES = (
-    ("text model (tokenise + forward)", r"encode \(moderation/encode/text\.py"),
+    ("text model (forward)", r"encode(_prepared)? \(moderation/encode/text\.py"),
+    ("text normalise + tokenise", r"prepare \(moderation/encode/text\.py"),
     ("image decode + preprocess", r"(preprocess_many|_decode_jpegs|_preprocess_on_cpu) \(moderation/encode/image\.py"),
     ("image model (forward)", r"encode \(moderation/encode/image\.py"),
     ("post decode: JSON, schema, base64, stores, sha256", r"decode \(moderation/decode/post\.py"),
