@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from moderation.demo.process import WorkerProcess, free_port
 from moderation.demo.run import Outcome
 from moderation.demo.samples import SampleStream
+from moderation.ingest.connection import reader_options
 from moderation.settings import Settings, load_settings
 
 DECISION_EXCLUDED = {"timings", "published_at"}
@@ -33,9 +34,7 @@ def read_all(settings: Settings, topic: str) -> list[dict[str, object]]:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        **reader_options(settings),
         consumer_timeout_ms=3000,
     )
     try:
@@ -49,9 +48,7 @@ def wait_for_messages(settings: Settings, topic: str, count: int, timeout_s: flo
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        **reader_options(settings),
     )
     seen, deadline = 0, time.monotonic() + timeout_s
     try:

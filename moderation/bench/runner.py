@@ -203,15 +203,13 @@ class Collector:
     def __init__(self, settings: Settings) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        from moderation.ingest.connection import kafka_client_options
+        from moderation.ingest.connection import reader_options
 
         self.dead_letter_topic = settings.topic_dead_letter
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
             fetch_max_wait_ms=20,
-            **kafka_client_options(settings),
+            **reader_options(settings),
         )
         partitions = []
         for topic in (settings.topic_verdicts, settings.topic_dead_letter):

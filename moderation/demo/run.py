@@ -100,13 +100,13 @@ def collect(settings: Settings, stream: SampleStream, started: float) -> Outcome
     """Read verdicts and dead-letter records until every post is accounted for, with a live progress line."""
     from kafka import KafkaConsumer
 
+    from moderation.ingest.connection import reader_options
+
     consumer = KafkaConsumer(
         settings.topic_verdicts,
         settings.topic_dead_letter,
         bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        **reader_options(settings),
     )
     outcome = Outcome()
     total = len(stream.messages)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from moderation.ingest.connection import kafka_client_options, resolve_endpoints
+from moderation.ingest.connection import kafka_client_options, reader_options, resolve_endpoints
 from moderation.settings import Settings, load_settings
 
 
@@ -108,10 +108,7 @@ def tail(which: str, from_beginning: bool, limit: int) -> None:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=resolve_endpoints(settings).kafka_bootstrap,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-        group_id=None,
-        **kafka_client_options(settings),
+        **reader_options(settings, from_beginning=from_beginning),
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)
     seen = 0

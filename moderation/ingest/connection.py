@@ -66,6 +66,18 @@ def kafka_client_options(settings: Settings, *, flavour: str = "kafka-python") -
     return options
 
 
+def reader_options(settings: Settings, *, from_beginning: bool = True) -> dict[str, Any]:
+    """kafka-python options of a consumer that only reads (``moderation tail``, the demo, the bench, tests): in no
+    group, so it commits nothing and never takes partitions from the workers, from the first offset (or only new
+    records), with the connection's security options."""
+    return {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest" if from_beginning else "latest",
+        **kafka_client_options(settings),
+    }
+
+
 def group_consumer_options(settings: Settings) -> dict[str, Any]:
     """The consumer-group options every posts consumer uses, in the names kafka-python and aiokafka share: explicit
     commits, the group's timing, and fetch sizes that always admit a message of ``max_message_bytes``."""

@@ -26,6 +26,7 @@ from moderation.hashlists.cli import hashes
 from moderation.hashlists.entries import HashEntry, HashKind, read_jsonl
 from moderation.hashlists.store import HashListStore
 from moderation.ingest.cli import produce_messages
+from moderation.ingest.connection import reader_options
 from moderation.settings import Settings
 from tests.conftest import Stack
 from tests.support import encoded_items
@@ -64,9 +65,7 @@ class Topics:
         self.consumer = KafkaConsumer(
             topic,
             bootstrap_servers=settings.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
+            **reader_options(settings),
         )
         self.raw: list[bytes] = []
 

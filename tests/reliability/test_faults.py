@@ -27,6 +27,7 @@ from kafka import KafkaConsumer
 from moderation.demo.process import WorkerProcess
 from moderation.demo.samples import SampleStream, build_sample_stream, stores
 from moderation.ingest.cli import produce_messages
+from moderation.ingest.connection import reader_options
 from moderation.settings import Settings
 from tests.conftest import Stack, unique_topics
 from tests.reliability.conftest import FaultRun, FaultStack
@@ -54,9 +55,7 @@ class Arrivals:
             self.settings.topic_verdicts,
             self.settings.topic_dead_letter,
             bootstrap_servers=self.settings.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
+            **reader_options(self.settings),
         )
         try:
             while not self._stop.is_set():

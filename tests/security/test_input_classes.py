@@ -27,6 +27,7 @@ from kafka import KafkaConsumer
 from moderation.contracts import SchemaName, validate
 from moderation.demo.process import WorkerProcess, free_port
 from moderation.ingest.cli import produce_messages
+from moderation.ingest.connection import reader_options
 from moderation.settings import Settings
 from tests.conftest import Stack
 from tests.security.conftest import SocketGuard
@@ -64,9 +65,7 @@ def collect(settings: Settings, keys: set[str]) -> tuple[dict[str, tuple[str, di
         settings.topic_verdicts,
         settings.topic_dead_letter,
         bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        **reader_options(settings),
         fetch_max_bytes=8_000_000,
         max_partition_fetch_bytes=4_000_000,
     )
