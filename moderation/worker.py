@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -275,6 +276,11 @@ class Worker:
 def set_thread_priority(level: ThreadPriority) -> None:
     """Give the calling thread ``level`` (see ``Settings.prepare_priority``); where the OS refuses or has no
     per-thread priority, log it and keep running at normal priority."""
+    if level not in ("low", "idle"):
+        return
+    if sys.platform != "linux":  # elsewhere a thread id is no pid, and setpriority could renice another process
+        log.warning("thread priority %r is Linux only; running at normal priority", level)
+        return
     try:
         if level == "low":
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id names one thread
