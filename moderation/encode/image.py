@@ -227,11 +227,11 @@ def pixel_steps(transform: object) -> Callable[[torch.Tensor], torch.Tensor] | N
     exact = (transforms.Resize, transforms.CenterCrop, transforms.Normalize)  # a subclass may behave otherwise
     if (type(resize), type(crop), type(normalize)) != exact or not isinstance(to_tensor, transforms.ToTensor):
         return None
+    size, interpolation, max_size, antialias = resize.size, resize.interpolation, resize.max_size, resize.antialias
     mean, std = list(normalize.mean), list(normalize.std)
 
     def run(pixels: torch.Tensor) -> torch.Tensor:
-        size, interpolation, antialias = resize.size, resize.interpolation, resize.antialias
-        resized = functional.resize(pixels, size, interpolation, max_size=resize.max_size, antialias=antialias)
+        resized = functional.resize(pixels, size, interpolation, max_size=max_size, antialias=antialias)
         scaled = functional.center_crop(resized, crop.size).float().div_(255.0)
         normalized: torch.Tensor = functional.normalize(scaled, mean, std, inplace=True)
         return normalized
