@@ -20,6 +20,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 ThreadPriority = Literal["auto", "normal", "low", "idle"]
+HostAllocator = Literal["reuse", "system"]
 #: Encoder forward-pass sizes when the settings leave them at 0.
 CPU_BATCH_SIZE = 16
 CUDA_BATCH_SIZE = 256
@@ -96,6 +97,13 @@ class Settings(BaseSettings):
         "decode), which runs beside the models: `normal`; `low` (nice 19); `idle` (SCHED_IDLE: it yields to every "
         "normal thread and runs on the core time they leave). `auto`: `idle` on a CPU, where it would otherwise "
         "slow the models' threads, `normal` with CUDA. Linux only; elsewhere every level is `normal`.",
+    )
+    host_allocator: HostAllocator = Field(
+        "reuse",
+        description="What a model process's C allocator does with the memory PyTorch frees: `reuse` keeps it for "
+        "the next batch (glibc: no mmap for large blocks, no trimming, one arena), instead of faulting every "
+        "batch's tensors in again page by page; the process keeps its peak heap. `system`: the C library's "
+        "defaults. Only glibc (Linux) has these knobs.",
     )
     warm_up: bool = Field(
         True,

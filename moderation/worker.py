@@ -306,10 +306,12 @@ async def run_worker(settings: Settings, metrics: Metrics | None = None) -> None
 
     ``/healthz`` answers from the start; ``/readyz`` only once the model is loaded and the group joined.
     """
+    from moderation.allocator import configure_allocator
     from moderation.ingest.connection import resolve_endpoints
     from moderation.observability.server import start_server
     from moderation.pipeline import build_pipeline
 
+    configure_allocator(settings.host_allocator)  # first: before any thread picks its arena
     endpoints = resolve_endpoints(settings)
     if endpoints.redis_url is None:
         log.warning("no Redis configured: running without verdict dedup and encoding cache")

@@ -34,6 +34,7 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
     import torch
     from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
+    from moderation.allocator import configure_allocator
     from moderation.decide.policy import load_policy
     from moderation.decode.images import ImageLimits
     from moderation.encode import create_settings_encoders
@@ -41,6 +42,7 @@ def run_baseline(settings: Settings, mode: Mode, ready: Any, stop: Any) -> None:
     from moderation.ingest.connection import group_consumer_options, kafka_client_options
     from moderation.publish.messages import utc_now
 
+    configure_allocator(settings.host_allocator)  # as the worker does, before any thread picks its arena
     logging.getLogger("kafka").setLevel(logging.ERROR)
     model = load_fusion_model(settings.model_dir)
     policy = load_policy(settings.policy_file or settings.model_dir / "policy.yaml")

@@ -88,10 +88,12 @@ def measure_limit(
     """
     import torch
 
+    from moderation.allocator import configure_allocator
     from moderation.decode.images import ImageLimits
     from moderation.encode import create_settings_encoders
     from moderation.fuse import load_fusion_model
 
+    configure_allocator(settings.host_allocator)  # as the worker does
     model = load_fusion_model(settings.model_dir)
     device = settings.resolved_device
     text, image = create_settings_encoders(settings, model.text_encoder, model.image_encoder)
