@@ -10,7 +10,8 @@ hand at once: while batch N is published, acknowledged and committed on the even
 the models in one thread and batch N + 2 is prepared (decoded, checked, looked up, images decoded) in another, so
 the models wait neither for the broker nor for the host work. On a CPU the prepare thread runs at idle priority
 (``MODERATION_PREPARE_PRIORITY``): a thread that takes a core from a multi-threaded forward pass stalls all of its
-threads at their next synchronisation, so preparing gets only the core time the models leave. SIGTERM lets the
+threads at their next synchronisation, so preparing gets only the core time the models leave. For the same
+reason only the models' thread runs torch on several threads (see :class:`WorkerThreads`). SIGTERM lets the
 batches in hand finish, publish and commit, then leaves the group.
 """
 
@@ -55,6 +56,52 @@ class InHand:
     prepared: PreparedBatch | None = None
 
 
+@dataclass(frozen=True)
+class WorkerThreads:
+    """The worker's two threads that run torch: the models' (warm-up and one-by-one retries included) and the
+    prepare step's, each a one-thread executor.
+
+    Every thread that runs a torch operation on several threads keeps an OpenMP team of its own, and once a
+    process has more team threads than cores, libgomp stops spinning at the end of each parallel operation and
+    puts the waiting threads to sleep, to be woken for the next one. Measured on 2 cores: one idle extra team
+    slowed the image model by 10-15% and the text model by 5%; the worker used to have three (two threads of
+    asyncio's default executor took turns with the models, and the prepare thread resized images). So the models
+    keep one thread and the prepare thread runs torch on one thread, which forms no team.
+    """
+
+    models: ThreadPoolExecutor
+    prepare: ThreadPoolExecutor
+
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerThreads:
+        """Both threads, started now and in this order: setting a thread's torch threads also sets the count
+        every later thread starts with, which the models' thread, set last, leaves at the models' value."""
+        import torch
+
+        model_threads = settings.resolved_torch_threads or torch.get_num_threads()  # 0: torch's default
+        prepare = _started_thread("prepare", settings.resolved_prepare_priority, 1)
+        models = _started_thread("models", "normal", model_threads)
+        return cls(models, prepare)
+
+    def shutdown(self) -> None:
+        self.prepare.shutdown(wait=False)
+        self.models.shutdown(wait=False)
+
+
+def _started_thread(name: str, priority: ThreadPriority, torch_threads: int) -> ThreadPoolExecutor:
+    executor = ThreadPoolExecutor(1, name, initializer=_configure_thread, initargs=(priority, torch_threads))
+    executor.submit(int).result()  # runs the initializer now, not at the first task
+    return executor
+
+
+def _configure_thread(priority: ThreadPriority, torch_threads: int) -> None:
+    import torch
+
+    set_thread_priority(priority)
+    torch.set_num_threads(torch_threads)  # the process-wide count (and MKL's), and this thread's own
+    torch.get_num_threads()  # a thread takes the process-wide count once, at its first torch call: take it now
+
+
 class Worker:
     """One consumer-group member running the pipeline."""
 
@@ -65,6 +112,7 @@ class Worker:
         consumer: StreamConsumer,
         producer: StreamProducer,
         metrics: Metrics,
+        threads: WorkerThreads | None = None,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
@@ -80,9 +128,7 @@ class Worker:
         self._running = False
         self._waiting_for_batch = False  # the models are idle, waiting for the feeder
         consumer.before_revoke(self._drain)
-        self._preparer = ThreadPoolExecutor(  # its own thread, so its priority touches nothing else
-            1, "prepare", initializer=set_thread_priority, initargs=(settings.resolved_prepare_priority,)
-        )
+        self.threads = threads or WorkerThreads.start(settings)
 
     @property
     def ready(self) -> bool:
@@ -107,7 +153,7 @@ class Worker:
         try:
             while (batch := await self._next(ready)) is not None:
                 ahead.release()
-                result = await asyncio.to_thread(self._complete, batch)
+                result = await asyncio.get_running_loop().run_in_executor(self.threads.models, self._complete, batch)
                 if finishing is not None and not await finishing:
                     break  # the previous batch was not published: committing this one would skip it
                 finishing = asyncio.create_task(self._finish(batch, result, stop))
@@ -121,7 +167,7 @@ class Worker:
                 if task is not None and not task.done():
                     task.cancel()
             observer.cancel()
-            self._preparer.shutdown(wait=False)
+            self.threads.shutdown()
             await self.consumer.stop()
             await self.producer.stop()
 
@@ -182,7 +228,7 @@ class Worker:
         self._nothing_in_hand.clear()
         self.metrics.in_flight.set(sum(len(b.records) for b in self._in_hand))
         loop = asyncio.get_running_loop()
-        batch.prepared = await loop.run_in_executor(self._preparer, self._prepare_or_none, records)
+        batch.prepared = await loop.run_in_executor(self.threads.prepare, self._prepare_or_none, records)
         return batch
 
     def _prepare_or_none(self, records: Sequence[RawRecord]) -> PreparedBatch | None:
@@ -324,13 +370,15 @@ async def run_worker(settings: Settings, metrics: Metrics | None = None) -> None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        pipeline = await asyncio.to_thread(build_pipeline, settings, endpoints.redis_url, metrics)
+        threads = WorkerThreads.start(settings)  # the models load and warm up on the thread that will run them
+        pipeline = await loop.run_in_executor(threads.models, build_pipeline, settings, endpoints.redis_url, metrics)
         worker = Worker(
             settings,
             pipeline,
             StreamConsumer(settings, endpoints.kafka_bootstrap, settings.topic_posts),
             StreamProducer(settings, endpoints.kafka_bootstrap),
             metrics,
+            threads,
         )
         running.append(worker)
         log.info("worker starting", extra={"device": settings.resolved_device, "topic": settings.topic_posts})

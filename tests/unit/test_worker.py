@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
+import torch
 from aiokafka.errors import KafkaError
 
 from moderation.ingest.stream import Outgoing
 from moderation.observability.metrics import Metrics
 from moderation.pipeline import BatchResult
-from moderation.settings import load_settings
+from moderation.settings import Settings, load_settings
 from moderation.types import RawRecord
 from moderation.worker import Worker, set_thread_priority
 
@@ -124,16 +125,21 @@ class FakePipeline:
     def __init__(self, events: Events) -> None:
         self.events = events
         self.policies: dict[str, set[int]] = {"prepare": set(), "complete": set()}  # scheduling policy per step
+        self.threads: dict[str, set[tuple[str, int]]] = {"prepare": set(), "complete": set()}  # (name, torch's)
+
+    def _seen(self, step: str) -> None:
+        self.policies[step].add(_policy())
+        self.threads[step].add((threading.current_thread().name, torch.get_num_threads()))
 
     def prepare(self, records: Sequence[RawRecord]) -> int:
         batch = _batch_of(records[0].offset)
         self.events.add("preparing", batch)
-        self.policies["prepare"].add(_policy())
+        self._seen("prepare")
         return batch
 
     def complete(self, batch: int) -> BatchResult:
         self.events.add("processing", batch)
-        self.policies["complete"].add(_policy())
+        self._seen("complete")
         return BatchResult(messages=[Outgoing("verdicts", b"k", str(batch).encode())])
 
     def after_publish(self, result: BatchResult) -> None: ...
@@ -147,13 +153,16 @@ def _policy() -> int:
 
 
 def _run(
-    fail_from_batch: int | None = None, revoke_at_batch: int | None = None, pipeline: FakePipeline | None = None
+    fail_from_batch: int | None = None,
+    revoke_at_batch: int | None = None,
+    pipeline: FakePipeline | None = None,
+    settings: Settings | None = None,
 ) -> tuple[Events, FakeConsumer]:
     async def main() -> tuple[Events, FakeConsumer]:
         events, stop = (pipeline.events if pipeline else Events()), asyncio.Event()
         consumer = FakeConsumer(events, stop, revoke_at_batch)
         worker = Worker(
-            load_settings(device="cpu"),
+            settings or load_settings(device="cpu"),
             pipeline or FakePipeline(events),  # type: ignore[arg-type]
             consumer,  # type: ignore[arg-type]
             FakeProducer(events, fail_from_batch, slow=revoke_at_batch is None),  # type: ignore[arg-type]
@@ -203,6 +212,24 @@ def test_on_a_cpu_only_the_prepare_thread_runs_at_idle_priority() -> None:
     _run(pipeline=pipeline)
     assert pipeline.policies == {"prepare": {os.SCHED_IDLE}, "complete": {os.SCHED_OTHER}}
     assert _policy() == os.SCHED_OTHER  # nor did it leak to the test's own thread
+
+
+def test_the_models_run_on_one_thread_and_only_it_runs_torch_on_several() -> None:
+    """One OpenMP team in the process: every batch on the same models thread, with the configured torch threads;
+    the prepare thread on one torch thread; threads started later get the models' count."""
+    pipeline = FakePipeline(Events())
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the test's thread: the worker must not take its count from here
+        _run(pipeline=pipeline, settings=load_settings(device="cpu", torch_threads=2))
+        assert pipeline.threads == {"prepare": {("prepare_0", 1)}, "complete": {("models_0", 2)}}
+        later: list[int] = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="per-thread scheduling policies are Linux only")
