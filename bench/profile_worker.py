@@ -136,12 +136,12 @@ def main() -> None:
             before = stage_sums(worker.scrape()) if worker else {}
             pause([pid])
             producer.send(contender_settings.topic_posts, posts)
-            cpu_before = cpu_seconds()
+            cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
             resume([pid])
             released = time.time()
             published, _ = collector.collect("profile-s", len(posts), 600)
             elapsed = max(published.values()) - released
-            cpu_after = cpu_seconds()
+            cpu_after, threads_after = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
@@ -154,6 +154,7 @@ def main() -> None:
         spent = after[stage] - before.get(stage, 0.0)
         print(f"  {stage:<14} {spent:7.2f} s  {100 * spent / elapsed:5.1f}% of wall time")
     print_cpu(cpu_before, cpu_after, pid, elapsed)
+    print_cpu(threads_before, threads_after, pid, elapsed, "thread of the worker")
     if raw.exists():
         by_thread: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for line in raw.read_text().splitlines():
@@ -171,12 +172,12 @@ def main() -> None:
 CpuTimes = dict[int, tuple[str, float]]  # pid -> (command name, CPU seconds so far)
 
 
-def cpu_seconds() -> CpuTimes:
-    """CPU seconds (user + system) so far of every process on this machine, by pid, with its command name; empty
-    where there is no ``/proc``."""
+def cpu_seconds(under: Path = Path("/proc")) -> CpuTimes:
+    """CPU seconds (user + system) so far of every process on this machine (or, given ``/proc/PID/task``, of every
+    thread of that process), by id, with its command (thread) name; empty where there is no ``/proc``."""
     tick = os.sysconf("SC_CLK_TCK")
     seen: CpuTimes = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat in under.glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended meanwhile
@@ -186,17 +187,17 @@ def cpu_seconds() -> CpuTimes:
     return seen
 
 
-def print_cpu(before: CpuTimes, after: CpuTimes, worker: int, wall: float) -> None:
-    """Where the machine's CPU time went over the backlog, by process: the worker against the broker, Redis and
-    this script's producer and collector, which share its cores."""
-    spent = {pid: (name, used - before[pid][1]) for pid, (name, used) in after.items() if pid in before}
+def print_cpu(before: CpuTimes, after: CpuTimes, worker: int, wall: float, unit: str = "process") -> None:
+    """Where the machine's CPU time went over the backlog, by process (the worker against the broker, Redis and
+    this script's producer and collector, which share its cores) or by thread of the worker."""
+    spent = {pid: (name, used - before.get(pid, (name, 0.0))[1]) for pid, (name, used) in after.items()}
     busy = sorted(((used, pid, name) for pid, (name, used) in spent.items() if used >= 0.05), reverse=True)
     if not busy:
         return
-    print(f"\nCPU seconds by process over the backlog ({os.cpu_count()} cores x {wall:.2f} s wall):")
+    print(f"\nCPU seconds by {unit} over the backlog ({os.cpu_count()} cores x {wall:.2f} s wall):")
+    roles = {worker: "the worker", os.getpid(): "this script"} if unit == "process" else {}
     for used, pid, name in busy:
-        role = "the worker" if pid == worker else "this script" if pid == os.getpid() else name
-        print(f"  {used:7.2f} s  {100 * used / wall:5.1f}% of one core  {role} (pid {pid})")
+        print(f"  {used:7.2f} s  {100 * used / wall:5.1f}% of one core  {roles.get(pid, name)} (id {pid})")
 
 
 if __name__ == "__main__":
