@@ -618,6 +618,7 @@ def _settings_summary(settings: Settings, limit: LimitRuns) -> dict[str, Any]:
     return {
         "device": limit.device,
         "torch_threads": limit.torch_threads,
+        "host_allocator": settings.host_allocator,
         "batch_max_size": settings.batch_max_size,
         "batch_max_wait_ms": settings.batch_max_wait_ms,
         "text_batch_size": settings.resolved_text_batch_size,
