@@ -5,8 +5,8 @@ glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh 
 ``free``, trims the heap's free top back to the OS, and gives threads arenas of their own whose heaps hold at most
 64 MiB. A forward pass allocates its activations anew, so on glibc's defaults every batch faults its working set
 in again, one 4 KiB page at a time, and the kernel zeroes each page first. Measured on this project's models on a
-2-core CPU (docs/BENCHMARKS.md): 1.2 to 2.3 million page faults per 640 posts, up to a fifth of the models' CPU
-time spent in the kernel. ``reuse`` turns that off: no ``mmap`` for large blocks, no trimming below 2 GiB of free
+2-core CPU (docs/BENCHMARKS.md): 1.2 to 2.3 million page faults per 640 posts, 16-25% of the models' CPU time
+spent in the kernel. ``reuse`` turns that off: no ``mmap`` for large blocks, no trimming below 2 GiB of free
 heap, one arena for all threads, so a batch reuses the pages the batch before it freed. The cost is that the
 process keeps its peak heap: the largest batch's working set stays resident, which a long-running worker needs
 again anyway.

@@ -64,7 +64,7 @@ class WorkerThreads:
     Every thread that runs a torch operation on several threads keeps an OpenMP team of its own, and once a
     process has more team threads than cores, libgomp stops spinning at the end of each parallel operation and
     puts the waiting threads to sleep, to be woken for the next one. Measured on 2 cores: one idle extra team
-    slowed the image model by 10-15% and the text model by 5%; the worker used to have three (two threads of
+    slowed the image model by 10-16% and the text model by 4-8%; the worker used to have three (two threads of
     asyncio's default executor took turns with the models, and the prepare thread resized images). So the models
     keep one thread and the prepare thread runs torch on one thread, which forms no team.
     """
