@@ -79,11 +79,13 @@ def bench_command(
     """Print items/s per encoder and batch size on this device, decode excluded and included (Markdown)."""
     import torch
 
+    from moderation.allocator import configure_allocator
     from moderation.decode.images import ImageLimits
     from moderation.encode.bench import bench, format_table, synthetic_jpeg
     from moderation.encode.registry import create_encoder, modality_of
 
     settings = ctx.obj if isinstance(ctx.obj, Settings) else load_settings()
+    configure_allocator(settings.host_allocator)  # as the worker does, so the rates compare
     options: dict[str, object] = {
         "device": device or settings.device,
         "threads": settings.torch_threads if threads is None else threads,

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from moderation import allocator
 from moderation.decode.images import ImageLimits
 from moderation.encode import ImageEncoder, TextEncoder, registry
 from moderation.encode.bench import bench, format_table, synthetic_jpeg, synthetic_texts
@@ -47,8 +48,11 @@ def test_bench_command(monkeypatch: pytest.MonkeyPatch, text_encoder: TextEncode
         return built[name]
 
     monkeypatch.setattr(registry, "create_encoder", fake_create)
+    allocators: list[str] = []  # recorded, not applied: the setting is process-wide, and this is pytest's process
+    monkeypatch.setattr(allocator, "configure_allocator", allocators.append)
     result = CliRunner().invoke(encoders, ["bench", "--n", "2", "--batch-sizes", "1,2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert allocators == ["reuse"]  # as the worker runs the encoders, so the rates compare
     assert "| efficientnet-lite0 | cpu | 2 |" in result.output
     assert [name for name, _ in calls] == ["minilm-l6", "efficientnet-lite0"]
     assert "channels_last" not in calls[0][1] and calls[1][1]["channels_last"] is True
