@@ -13,8 +13,13 @@
 # host cost per post with the models stubbed, once per thread count (bench/pipeline_overhead.py):
 # $OUT/overhead-threads-N.txt.
 #
-# The sizes fit about 6 minutes of device time: 5 runs of 2,000 posts at saturation and 1,000 at half load, 100
-# for the naive consumer, and the scaling runs on images by reference (the shape of the GPU target).
+# Sizes: 5 runs of at least 2,000 posts at saturation and 1,000 at half load (100 for the naive consumer), each
+# enlarged to last about 3 s (--min-run-s 3: at GPU rates 2,000 posts drain in under a second, and the first
+# batch's latency then dominates the figure); the scaling runs use images by reference (the GPU target's shape).
+# Every contender starts fresh and warms every batch shape first, about 65 s on an H200, and the limit takes about
+# a minute: the whole list does not fit one 10-minute device call. Split it, e.g.
+#   bench/gpu.sh PACK --shapes ref --no-baselines            # the limit, product by reference, 2 and 4 workers
+#   bench/gpu.sh PACK --shapes inline --scaling-shape inline --workers 1   # the limit, product inline, baselines
 #
 # Usage: bench/gpu.sh PACK_DIR [moderation bench options, e.g. --quick or --runs 3]
 # Environment: PYTHON (default python3), BENCH_WORK (default /tmp/moderation-gpu-bench), OUT (default $BENCH_WORK);
@@ -48,7 +53,7 @@ export MODERATION_BATCH_MAX_SIZE=${MODERATION_BATCH_MAX_SIZE:-256}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$RUN" -m moderation bench \
     --device cuda --model "$PACK/model" --sources "$PACK/sources" \
-    --posts 2000 --half-posts 1000 --naive-posts 100 --scaling-shape ref \
+    --posts 2000 --half-posts 1000 --naive-posts 100 --min-run-s 3 --scaling-shape ref \
     --markdown "$OUT/bench-gpu.md" --json "$OUT/bench-gpu.json" --keep "$WORK/run" "$@"
 if [ -n "${PROFILE_POSTS:-}" ]; then
     for shape in ref inline; do

@@ -52,6 +52,14 @@ def wait_for_quiet(threshold: float, max_wait_s: float, interval_s: float = 60.0
 @click.option("--half-posts", type=click.IntRange(min=1), default=None, help="Posts per half-load run (default 160).")
 @click.option("--naive-posts", type=click.IntRange(min=1), default=None, help="Posts per naive run (default 96).")
 @click.option(
+    "--min-run-s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Enlarge each contender's runs to last about this long, sized by an uncounted burst (0: sizes as given). "
+    "For GPUs, where a fixed backlog drains in under a second.",
+)
+@click.option(
     "--workers",
     default=None,
     callback=lambda c, p, v: _counts(c, p, v) if v else None,
@@ -102,6 +110,7 @@ def bench(
     posts: int | None,
     half_posts: int | None,
     naive_posts: int | None,
+    min_run_s: float,
     workers: tuple[int, ...] | None,
     shapes: tuple[str, ...],
     scaling_shape: Shape | None,
@@ -134,6 +143,7 @@ def bench(
         posts=posts or plan.posts,
         half_posts=half_posts or plan.half_posts,
         naive_posts=naive_posts or plan.naive_posts,
+        min_run_s=min_run_s,
         workers=workers or plan.workers,
         shapes=shapes,  # type: ignore[arg-type]
         scaling_shape=scaling_shape or ("inline" if "inline" in shapes else "ref"),

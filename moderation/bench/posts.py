@@ -108,11 +108,14 @@ def _perturb(job: tuple[bytes, int]) -> bytes:
     return perturbed_jpeg(*job)
 
 
-def base_jpegs(photos: Sequence[bytes], count: int, seed: int = 0, workers: int | None = None) -> list[bytes]:
-    """``count`` distinct 640x480 JPEGs from ``photos`` (cycled), made in parallel when there are many."""
+def base_jpegs(
+    photos: Sequence[bytes], count: int, seed: int = 0, workers: int | None = None, first: int = 0
+) -> list[bytes]:
+    """``count`` distinct 640x480 JPEGs from ``photos`` (cycled), made in parallel when there are many; ``first``
+    continues an earlier call's sequence, so images made later differ from those made before."""
     if not photos:
         raise ValueError("no photos to make benchmark images from")
-    jobs = [(photos[i % len(photos)], seed * 1_000_003 + i) for i in range(count)]
+    jobs = [(photos[i % len(photos)], seed * 1_000_003 + i) for i in range(first, first + count)]
     if count < _PARALLEL_FROM or workers == 1:
         return [_perturb(job) for job in jobs]
     with ProcessPoolExecutor(max_workers=workers) as pool:

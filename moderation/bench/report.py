@@ -119,7 +119,14 @@ def format_report(result: BenchResult) -> str:
             else ""
         ),
         f"Posts: {plan.posts} per saturation run ({plan.naive_posts} for the naive consumer), {plan.half_posts} per "
-        f"half-load run; mix 40% text only, 20% image only, 40% both ({result.mix['text_share']:.2f} texts and "
+        "half-load run"
+        + (
+            f", or as many as each contender drains in {plan.min_run_s:g} s, measured by an uncounted sizing burst "
+            "(posts per run in the table)"
+            if plan.min_run_s > 0
+            else ""
+        )
+        + f"; mix 40% text only, 20% image only, 40% both ({result.mix['text_share']:.2f} texts and "
         f"{result.mix['images_per_post']:.2f} images per post); 640x480 JPEG q90, every text and image unique; "
         "mean message "
         + ", ".join(f"{size / 1024:,.1f} KiB ({shape})" for shape, size in result.message_bytes.items())
@@ -140,9 +147,10 @@ def format_report(result: BenchResult) -> str:
         "",
         "### Throughput and latency",
         "",
-        "| contender | processes x torch threads | posts/s at saturation | latency at saturation p50 / p95 / p99 (s) "
-        "| half load (posts/s offered) | latency at half load p50 / p95 / p99 (s) | peak RSS | peak GPU memory |",
-        "|---|---|---:|---|---:|---|---:|---:|",
+        "| contender | processes x torch threads | posts a run, saturation / half load | posts/s at saturation "
+        "| latency at saturation p50 / p95 / p99 (s) | half load (posts/s offered) "
+        "| latency at half load p50 / p95 / p99 (s) | peak RSS | peak GPU memory |",
+        "|---|---|---:|---:|---|---:|---|---:|---:|",
     ]
     threads = settings["torch_threads"]
     for c in result.contenders:
@@ -153,8 +161,10 @@ def format_report(result: BenchResult) -> str:
             achieved = statistics.median(c.half_achieved)
             if achieved < 0.95 * c.half_rate:
                 half += f" (achieved {achieved:,.1f})"
+        sizes = f"{c.posts:,} / {c.half_posts:,}" if c.half else f"{c.posts:,} / -"
         lines.append(
-            f"| {spec.label} | {spec.processes} x {spec.threads or threads} | {rate} | {_latency(c.saturation)} "
+            f"| {spec.label} | {spec.processes} x {spec.threads or threads} | {sizes} | {rate} "
+            f"| {_latency(c.saturation)} "
             f"| {half} | {_latency(c.half)} | {_mib(c.peak_rss_bytes)} | {_mib(c.peak_gpu_bytes)} |"
         )
     lines += ["", "### Ratios against the targets", "", "| ratio | value | target | met |", "|---|---:|---:|---|"]

@@ -6,8 +6,9 @@ How a contender is measured (the same for the product and both baselines):
    join the group;
 2. a warm-up burst (not counted), so first-batch costs (lazy initialisation, allocator growth, kernel selection)
    are paid before measuring, as they are in the limit;
-3. **saturation**, ``runs`` times: the processes are paused (SIGSTOP), a backlog of ``posts`` unique posts is
-   produced and acknowledged, the processes are resumed (SIGCONT) and the clock starts; throughput is posts over
+3. **saturation**, ``runs`` times: the processes are paused (SIGSTOP), a backlog of ``posts`` unique posts (or,
+   with ``min_run_s``, as many as the contender drains in that time: see :func:`backlog_size`) is produced and
+   acknowledged, the processes are resumed (SIGCONT) and the clock starts; throughput is posts over
    the time from resume to the last verdict's ``published_at``; the latency of each post is its verdict's
    ``published_at`` minus the resume time (the whole backlog arrived at once, so it is the time to drain the
    backlog up to that post and depends on the backlog size);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -42,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from moderation.bench.limit import LimitRuns, measure_limit, worker_windows
+from moderation.bench.limit import LimitRuns, measure_limit, mix_rate, worker_windows
 from moderation.bench.posts import (
     STORE,
     PostSet,
@@ -94,6 +96,10 @@ class Plan:
     baselines: bool = True
     seed: int = 0
     run_timeout_s: float = 600.0
+    # Each run lasts at least this long (0: sizes as given). At GPU rates a fixed backlog drains in well under a
+    # second, and the first batch's latency then dominates the figure: an uncounted sizing burst measures the
+    # contender's rate, and its saturation and half-load runs are enlarged to last this long.
+    min_run_s: float = 0.0
 
     @classmethod
     def quick(cls) -> Plan:
@@ -118,6 +124,7 @@ class ContenderSpec:
 class ContenderResult:
     spec: ContenderSpec
     posts: int
+    half_posts: int = 0
     throughput: list[float] = field(default_factory=list)
     saturation: list[Latency] = field(default_factory=list)
     produce_s: list[float] = field(default_factory=list)
@@ -351,15 +358,22 @@ class Bench:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.texts = shuffled_texts(sources.texts, plan.seed)
-        most = max(plan.posts, plan.half_posts, plan.naive_posts)
-        needed = sum(kind in ("image", "both") for kind in mix_shapes(most, plan.seed))
-        self.jpegs = base_jpegs(sources.photos, needed, plan.seed)
+        self.photos = sources.photos
+        self.jpegs: list[bytes] = []
+        self._ensure_jpegs(max(plan.posts, plan.half_posts, plan.naive_posts))
 
     def kinds(self, count: int) -> list[str]:
         return mix_shapes(count, self.plan.seed)
 
     def post_set(self, tag: str, count: int, shape: Shape) -> PostSet:
+        self._ensure_jpegs(count)
         return build_post_set(tag, self.kinds(count), self.texts, self.jpegs, shape, self.store_dir)
+
+    def _ensure_jpegs(self, posts: int) -> None:
+        """Base images for ``posts`` posts of the mix, made when a larger backlog first needs them."""
+        needed = sum(kind in ("image", "both") for kind in self.kinds(posts))
+        if needed > len(self.jpegs):
+            self.jpegs += base_jpegs(self.photos, needed - len(self.jpegs), self.plan.seed, first=len(self.jpegs))
 
     def drop_store(self, posts: PostSet) -> None:
         if posts.shape == "ref":
@@ -370,9 +384,16 @@ class Bench:
         posts = self.post_set("limit", self.plan.posts, "inline")
         self.echo(f"limit: {len(posts.texts)} texts and {len(posts.images)} images, {self.plan.runs} runs ...")
         text_windows, image_windows = worker_windows(posts.kinds, self.settings.batch_max_size)
-        return in_subprocess(
+        limit: LimitRuns = in_subprocess(
             measure_limit, self.settings, posts.texts, posts.images, self.plan.runs, text_windows, image_windows
         )
+        text, image = statistics.median(limit.text_per_s), statistics.median(limit.image_per_s)
+        self.echo(  # as it comes, so a run cut short still shows it
+            f"  limit (medians): {text:,.1f} texts/s, {image:,.1f} images/s, "
+            f"{mix_rate(posts.text_share, posts.images_per_post, text, image):,.1f} posts/s for the mix; "
+            f"decode {statistics.median(limit.decode_per_s):,.1f} images/s"
+        )
+        return limit
 
     # ------------------------------------------------------------------------------------------------ contenders
     def contender_settings(self, spec: ContenderSpec) -> Settings:
@@ -406,6 +427,7 @@ class Bench:
         plan = self.plan
         session = Session(spec, self.contender_settings(spec))
         session.result.posts = session.result.posts or plan.posts
+        session.result.half_posts = plan.half_posts
         session.contender = self.processes(spec, session.settings)
         self.echo(f"starting {spec.label} ({spec.processes} process(es)) ...")
         started = time.monotonic()
@@ -418,6 +440,8 @@ class Bench:
             self.echo(f"  ready in {time.monotonic() - started:.1f} s")
             warm = min(session.result.posts, session.settings.batch_max_size * (spec.processes + 1))
             self._burst(session, f"{spec.name}-w", warm, counted=False)
+            if plan.min_run_s > 0:
+                self._size_runs(session)
             for run in range(plan.runs):
                 self._burst(session, f"{spec.name}-s{run}", session.result.posts)
                 self._sample_gpu(session)
@@ -432,7 +456,21 @@ class Bench:
             session.close()
         return session.result
 
-    def _burst(self, session: Session, tag: str, count: int, counted: bool = True) -> None:
+    def _size_runs(self, session: Session) -> None:
+        """An uncounted burst of the planned size, then every run of this contender sized to last
+        ``plan.min_run_s`` at the rate it showed (see :func:`backlog_size`)."""
+        result, plan = session.result, self.plan
+        rate, produce_s = self._burst(session, f"{session.spec.name}-size", result.posts, counted=False)
+        produce_rate = result.posts / max(produce_s, 1e-3)
+        result.posts = backlog_size(result.posts, rate, produce_rate, plan.min_run_s)
+        result.half_posts = max(plan.half_posts, math.ceil(plan.half_load * rate * plan.min_run_s))
+        self.echo(
+            f"  sizing burst: {rate:,.1f} posts/s, backlog produced at {produce_rate:,.0f} posts/s -> "
+            f"{result.posts:,} posts a saturation run, {result.half_posts:,} a half-load run"
+        )
+
+    def _burst(self, session: Session, tag: str, count: int, counted: bool = True) -> tuple[float, float]:
+        """A backlog of ``count`` posts released at once; (posts/s, seconds it took to produce it)."""
         assert session.collector is not None and session.producer is not None
         result = session.result
         posts = self.post_set(tag, count, session.spec.shape)
@@ -452,10 +490,12 @@ class Bench:
         published, dead = session.collector.collect(tag, len(posts), self.plan.run_timeout_s)
         self.drop_store(posts)
         self._check(tag, posts, published, dead, result)
-        if not counted or not published:
-            return
+        if not published:  # every post a dead letter: noted by _check
+            return 0.0, produce_s
         elapsed = max(published.values()) - released
         rate = len(published) / elapsed
+        if not counted:
+            return rate, produce_s
         result.throughput.append(rate)
         result.produce_s.append(produce_s)
         result.saturation.append(Latency.of([t - released for t in published.values()]))
@@ -463,11 +503,12 @@ class Bench:
             f"  {tag}: {rate:,.1f} posts/s ({len(published)} posts in {elapsed:.2f} s; backlog produced in "
             f"{produce_s:.2f} s while paused; load {loadavg().split()[0]})"
         )
+        return rate, produce_s
 
     def _paced(self, session: Session, tag: str) -> None:
         result, collector, producer, settings = session.result, session.collector, session.producer, session.settings
         assert result.half_rate is not None and collector is not None and producer is not None
-        posts = self.post_set(tag, self.plan.half_posts, session.spec.shape)
+        posts = self.post_set(tag, result.half_posts, session.spec.shape)
         sent: list[float] = []
         error: list[BaseException] = []
 
@@ -514,6 +555,15 @@ class Bench:
         current = [usage.get(pid, 0) for pid in session.pids]
         peak = session.result.peak_gpu_bytes
         session.result.peak_gpu_bytes = [max(a, b) for a, b in zip(peak, current, strict=True)] if peak else current
+
+
+def backlog_size(planned: int, rate: float, produce_rate: float, min_run_s: float) -> int:
+    """Posts in a saturation backlog that drains in about ``min_run_s`` at ``rate`` posts/s, never fewer than
+    ``planned``, and no more than can be produced in 80% of :data:`MAX_PAUSE_S` at ``produce_rate`` (the
+    contender is paused meanwhile, and a longer pause risks its consumer-group session)."""
+    wanted = math.ceil(rate * min_run_s)
+    producible = math.floor(produce_rate * 0.8 * MAX_PAUSE_S)
+    return max(planned, min(wanted, producible))
 
 
 def contender_specs(plan: Plan, cpus: int, cuda: bool = False) -> list[ContenderSpec]:

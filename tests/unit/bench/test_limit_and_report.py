@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from moderation.bench.runner import (
     ContenderResult,
     ContenderSpec,
     Plan,
+    backlog_size,
     contender_specs,
 )
 from moderation.bench.stats import Figure, Latency, percentile
@@ -135,7 +137,10 @@ def test_report_and_json() -> None:
     result = _result()
     report = format_report(result)
     assert "**limit for the mix** (posts/s)" in report
-    assert "| product-inline | 1 x 2 | 46.0 [45.0-47.0] |" in report
+    assert "| product-inline | 1 x 2 | 320 / - | 46.0 [45.0-47.0] |" in report
+    assert "drains in" not in report
+    result.plan = replace(result.plan, min_run_s=8.0)
+    assert "as many as each contender drains in 8 s" in format_report(result)
     assert "### Scaling" in report and "| 2 | 2 | 60.0 [59.0-61.0] | 1.30x |" in report
     assert "RANDOMLY INITIALISED" not in report
     result.machine["weights"] = "random"
@@ -143,6 +148,14 @@ def test_report_and_json() -> None:
     payload = json.loads(to_json(result))
     assert payload["figures"]["limit"]["median"] == pytest.approx(50.0)
     assert payload["contenders"][0]["throughput"] == [46.0, 45.0, 47.0]
+
+
+def test_backlog_size() -> None:
+    # 3,000 posts/s for 8 s; producing at 10,000 posts/s allows 0.8 * 6 s of it
+    assert backlog_size(2000, 3000.0, 10_000.0, 8.0) == 24_000
+    assert backlog_size(2000, 3000.0, 1000.0, 8.0) == 4800  # capped by the pause the consumers can take
+    assert backlog_size(320, 20.0, 1000.0, 8.0) == 320  # never below the planned size
+    assert backlog_size(320, 0.0, 1000.0, 8.0) == 320
 
 
 def test_worker_windows() -> None:

@@ -67,6 +67,7 @@ def test_perturbed_images_differ_and_have_the_size() -> None:
     image = Image.open(io.BytesIO(first))
     assert image.size == (WIDTH, HEIGHT) and image.format == "JPEG"
     assert len(base_jpegs([photo], 5)) == 5 and len(set(base_jpegs([photo], 5))) == 5
+    assert base_jpegs([photo], 3) + base_jpegs([photo], 2, first=3) == base_jpegs([photo], 5)  # a later call goes on
 
 
 def test_tagged_jpeg_changes_the_bytes_not_the_pixels() -> None:
