@@ -49,6 +49,13 @@ class LimitRuns:
     images: int
     peak_gpu_bytes: int | None
 
+    def mix_per_s(self, text_share: float, images_per_post: float) -> list[float]:
+        """The mix's limit (posts/s) for each run, pairing that run's text and image rates."""
+        return [
+            mix_rate(text_share, images_per_post, text, image)
+            for text, image in zip(self.text_per_s, self.image_per_s, strict=True)
+        ]
+
 
 def worker_windows(kinds: Sequence[str], batch_max_size: int) -> tuple[list[int], list[int]]:
     """Texts and images in each worker batch of ``batch_max_size`` posts (in post order): how the worker groups

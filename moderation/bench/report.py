@@ -25,7 +25,7 @@ def limit_figures(result: BenchResult) -> dict[str, Figure]:
     """Per-modality rates, decode rate, and the mix's limit per run (the limit's runs pair up text and image)."""
     limit = result.limit
     share, images = result.mix["text_share"], result.mix["images_per_post"]
-    combined = [mix_rate(share, images, t, i) for t, i in zip(limit.text_per_s, limit.image_per_s, strict=True)]
+    combined = limit.mix_per_s(share, images)
     with_decode = [
         mix_rate(share, images, t, 1 / (1 / i + 1 / d))
         for t, i, d in zip(limit.text_per_s, limit.image_per_s, limit.decode_per_s, strict=True)

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from moderation.bench.limit import LimitRuns, measure_limit, mix_rate, worker_windows
+from moderation.bench.limit import LimitRuns, measure_limit, worker_windows
 from moderation.bench.posts import (
     STORE,
     PostSet,
@@ -387,11 +387,11 @@ class Bench:
         limit: LimitRuns = in_subprocess(
             measure_limit, self.settings, posts.texts, posts.images, self.plan.runs, text_windows, image_windows
         )
-        text, image = statistics.median(limit.text_per_s), statistics.median(limit.image_per_s)
+        median = statistics.median
         self.echo(  # as it comes, so a run cut short still shows it
-            f"  limit (medians): {text:,.1f} texts/s, {image:,.1f} images/s, "
-            f"{mix_rate(posts.text_share, posts.images_per_post, text, image):,.1f} posts/s for the mix; "
-            f"decode {statistics.median(limit.decode_per_s):,.1f} images/s"
+            f"  limit (medians): {median(limit.text_per_s):,.1f} texts/s, {median(limit.image_per_s):,.1f} images/s, "
+            f"{median(limit.mix_per_s(posts.text_share, posts.images_per_post)):,.1f} posts/s for the mix; "
+            f"decode {median(limit.decode_per_s):,.1f} images/s"
         )
         return limit
 

@@ -113,6 +113,7 @@ def test_limit_and_ratios() -> None:
     figures = limit_figures(result)
     assert figures["limit"].median == pytest.approx(50.0)
     assert figures["limit"].low == pytest.approx(mix_rate(0.8, 0.6, 90, 45))
+    assert result.limit.mix_per_s(0.8, 0.6) == pytest.approx([50.0, 55.0, 45.0])  # run by run, as the log prints
     assert figures["limit_with_decode"].median < figures["limit"].median
     rows = {label: (value, met) for label, value, _, met in ratios(result)}
     assert rows["product (images inline) / limit"] == (pytest.approx(0.92), True)
