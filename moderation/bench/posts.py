@@ -58,9 +58,14 @@ def text_share(kinds: Sequence[str]) -> float:
     return sum(kind in ("text", "both") for kind in kinds) / max(1, len(kinds))
 
 
+def image_count(kinds: Sequence[str]) -> int:
+    """Images the posts carry (each image-carrying post of the mix has one)."""
+    return sum(kind in ("image", "both") for kind in kinds)
+
+
 def images_per_post(kinds: Sequence[str]) -> float:
-    """Images per post (each image-carrying post of the mix has one)."""
-    return sum(kind in ("image", "both") for kind in kinds) / max(1, len(kinds))
+    """Images per post."""
+    return image_count(kinds) / max(1, len(kinds))
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ def build_post_set(
     ``jpegs`` must hold at least as many images as the posts carry (each post gets its own base image). For the
     ``ref`` shape the images are written to ``store_dir/<tag>/`` and referenced in store :data:`STORE`.
     """
-    needed = sum(kind in ("image", "both") for kind in kinds)
+    needed = image_count(kinds)
     if needed > len(jpegs):
         raise ValueError(f"{needed} images needed, only {len(jpegs)} base images made")
     if shape == "ref":

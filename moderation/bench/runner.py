@@ -52,6 +52,7 @@ from moderation.bench.posts import (
     Sources,
     base_jpegs,
     build_post_set,
+    image_count,
     images_per_post,
     mix_shapes,
     shuffled_texts,
@@ -371,7 +372,7 @@ class Bench:
 
     def _ensure_jpegs(self, posts: int) -> None:
         """Base images for ``posts`` posts of the mix, made when a larger backlog first needs them."""
-        needed = sum(kind in ("image", "both") for kind in self.kinds(posts))
+        needed = image_count(self.kinds(posts))
         if needed > len(self.jpegs):
             self.jpegs += base_jpegs(self.photos, needed - len(self.jpegs), self.plan.seed, first=len(self.jpegs))
 
