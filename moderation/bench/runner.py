@@ -206,12 +206,21 @@ def loadavg() -> str:
 
 
 class Collector:
-    """Reads a contender's verdict and dead-letter topics from the start, sorting messages by run tag."""
+    """Reads a contender's verdict and dead-letter topics from the start, sorting messages by run tag.
+
+    Reads on a thread of its own at nice 19: the times are the ones the contender stamped when it published, so
+    reading late changes no figure, and the reading (about 0.75 ms of CPU a verdict here) should not take the
+    measured contender's cores. Nice 19 rather than idle priority, so it still advances on a machine that other
+    jobs keep busy.
+    """
 
     def __init__(self, settings: Settings) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from kafka import KafkaConsumer, TopicPartition
 
         from moderation.ingest.connection import reader_options
+        from moderation.worker import set_thread_priority
 
         self.dead_letter_topic = settings.topic_dead_letter
         self.consumer = KafkaConsumer(
@@ -234,22 +243,12 @@ class Collector:
         self.published: dict[str, dict[str, float]] = {}
         self.dead: dict[str, set[str]] = {}
         self.duplicates = 0
+        self.reader = ThreadPoolExecutor(1, "bench-collector", initializer=set_thread_priority, initargs=("low",))
 
     def collect(self, tag: str, count: int, timeout_s: float) -> tuple[dict[str, float], int]:
         """Verdict publish times (epoch s) by post id for the run ``tag``, and its dead-letter count; waits until
-        ``count`` posts are accounted for or ``timeout_s`` passed.
-
-        Reads on a thread of its own at nice 19: the times are the ones the contender stamped when it published,
-        so reading late changes no figure, and the reading (about 0.75 ms of CPU a verdict here) should not take
-        the measured contender's cores. Nice 19 rather than idle priority, so it still advances on a machine that
-        other jobs keep busy.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        from moderation.worker import set_thread_priority
-
-        with ThreadPoolExecutor(1, "bench-collector", initializer=set_thread_priority, initargs=("low",)) as reader:
-            return reader.submit(self._read, tag, count, timeout_s).result()
+        ``count`` posts are accounted for or ``timeout_s`` passed (on the reader thread)."""
+        return self.reader.submit(self._read, tag, count, timeout_s).result()
 
     def _read(self, tag: str, count: int, timeout_s: float) -> tuple[dict[str, float], int]:
         deadline = time.monotonic() + timeout_s
@@ -272,6 +271,7 @@ class Collector:
         return self.published.get(tag, {}), len(self.dead.get(tag, set()))
 
     def close(self) -> None:
+        self.reader.shutdown()
         self.consumer.close()
 
 
