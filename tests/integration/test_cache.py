@@ -27,6 +27,18 @@ def test_the_first_verdict_wins_and_replays_get_it_back(stack: Stack) -> None:
     assert review_sent_key(key).startswith("moderation:review-sent:")
 
 
+def test_a_batch_claims_new_keys_and_returns_earlier_verdicts_even_after_the_scripts_were_flushed(
+    stack: Stack,
+) -> None:
+    cache = Cache(stack.redis_url, ttl_s=60, metrics=Metrics())
+    taken, fresh = (verdict_key("acme", f"p-{uuid.uuid4().hex}", "0" * 64, "m", "p") for _ in range(2))
+    assert cache.claim_verdicts([(taken, b"first")]) == [b"first"]
+    cache.client.script_flush()  # type: ignore[union-attr]  # as after a Redis restart: redis-py loads it again
+    assert cache.claim_verdicts([(taken, b"again"), (fresh, b"mine")]) == [b"first", b"mine"]
+    assert cache.get_many("verdict", [fresh, taken]) == [b"mine", b"first"]
+    assert cache.available
+
+
 def test_values_round_trip_with_their_ttl(stack: Stack) -> None:
     cache = Cache(stack.redis_url, ttl_s=30, metrics=Metrics())
     key = embedding_key("enc@1", uuid.uuid4().hex)
