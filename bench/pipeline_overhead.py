@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from moderation.allocator import configure_allocator, freeze_loaded_objects
 from moderation.bench.posts import STORE, PostSet, default_sources, folder_sources, stamp, utc_stamp
 from moderation.bench.runner import Bench, ContenderSpec, Plan, Producer, bench_stack
 from moderation.decide.policy import PolicySource
@@ -123,9 +124,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/default"))
     parser.add_argument("--sources", type=Path, default=None, help="a folder of texts.txt and photos/")
     args = parser.parse_args()
+    base = load_settings(model_dir=args.model.resolve(), log_level="WARNING", batch_max_size=args.batch)
+    configure_allocator(base.host_allocator)  # as the worker does, before any thread starts
     set_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="moderation-overhead-"))
-    base = load_settings(model_dir=args.model.resolve(), log_level="WARNING", batch_max_size=args.batch)
     with bench_stack(base, out, base.topic_partitions) as stacked:
         settings = load_settings(**{**stacked.model_dump(), "stores": {STORE: str(out / "store")}})
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
@@ -137,6 +139,7 @@ def main() -> None:
         )
         for decode in (False, True):
             pipe = pipeline(settings, redis_url, decode)
+            freeze_loaded_objects()  # as the worker does once its pipeline is built
             for shape in ("inline", "ref"):
                 rates = []
                 for run in range(args.runs + 1):

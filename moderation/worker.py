@@ -352,7 +352,7 @@ async def run_worker(settings: Settings, metrics: Metrics | None = None) -> None
 
     ``/healthz`` answers from the start; ``/readyz`` only once the model is loaded and the group joined.
     """
-    from moderation.allocator import configure_allocator
+    from moderation.allocator import configure_allocator, freeze_loaded_objects
     from moderation.ingest.connection import resolve_endpoints
     from moderation.observability.server import start_server
     from moderation.pipeline import build_pipeline
@@ -372,6 +372,7 @@ async def run_worker(settings: Settings, metrics: Metrics | None = None) -> None
     try:
         threads = WorkerThreads.start(settings)  # the models load and warm up on the thread that will run them
         pipeline = await loop.run_in_executor(threads.models, build_pipeline, settings, endpoints.redis_url, metrics)
+        freeze_loaded_objects()
         worker = Worker(
             settings,
             pipeline,

@@ -1,4 +1,5 @@
-"""The host allocator setting: with ``reuse``, a forward pass runs in memory the one before it freed."""
+"""The host allocator setting: with ``reuse``, a forward pass runs in memory the one before it freed; and the
+loaded objects kept out of the garbage collector's walks."""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ def test_reuse_runs_each_forward_pass_in_memory_already_faulted_in() -> None:
 
 def test_system_changes_nothing() -> None:
     assert configure_allocator("system") is False
+
+
+FREEZE = """
+import gc, torch
+from moderation.allocator import freeze_loaded_objects
+loaded = torch.nn.Linear(4, 4)
+freeze_loaded_objects()
+batch = [{"post": n} for n in range(10)]
+walked = gc.get_objects()
+print(gc.get_freeze_count(), gc.is_tracked(batch), any(o is loaded for o in walked), any(o is batch for o in walked))
+"""
+
+
+def test_freezing_hides_what_was_loaded_from_the_collector_but_not_what_comes_after() -> None:
+    out = subprocess.run([sys.executable, "-c", FREEZE], capture_output=True, text=True, check=True)
+    frozen, tracked, loaded_walked, batch_walked = out.stdout.split()
+    assert int(frozen) > 1000  # torch's modules and the rest of what was imported
+    assert (tracked, loaded_walked, batch_walked) == ("True", "False", "True")
