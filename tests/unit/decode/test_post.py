@@ -95,6 +95,9 @@ def test_content_hash_depends_on_content_only(decoder: PostDecoder) -> None:
         (post(text="x" * 51), ReasonCode.TEXT_TOO_LONG),
         (post(images=[inline()] * 4), ReasonCode.TOO_MANY_IMAGES),
         (post(images=[{"inline": {"data": "!!!notbase64", "content_type": "image/png"}}]), ReasonCode.INVALID_BASE64),
+        (post(images=[{"inline": {"data": "QUJD\nREVG", "content_type": "image/png"}}]), ReasonCode.INVALID_BASE64),
+        (post(images=[{"inline": {"data": "QUJDé", "content_type": "image/png"}}]), ReasonCode.INVALID_BASE64),
+        (post(images=[{"inline": {"data": "QUJ", "content_type": "image/png"}}]), ReasonCode.INVALID_BASE64),
         (post(images=[inline(b"x" * 2000)]), ReasonCode.IMAGE_TOO_LARGE),
         (
             post(images=[{"ref": {"store": "media", "key": "../etc", "content_type": "image/png"}}]),
