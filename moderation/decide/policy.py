@@ -108,6 +108,11 @@ class Policy:
     """A loaded, validated policy."""
 
     document: PolicyDocument
+    #: rules resolved so far, by tenant with overrides (None for every other tenant) and category: bounded by the
+    #: policy's size, and saves building and merging a rule model for every category of every post
+    _rules: dict[tuple[str | None, str], tuple[CategoryRule, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def version(self) -> str:
@@ -115,8 +120,15 @@ class Policy:
 
     def rule_for(self, tenant: str, category: str) -> tuple[CategoryRule, str]:
         """The category's rule for a tenant, and the rule id prefix (tenant overrides are named as such)."""
-        base = self.document.categories.get(category, CategoryRule())
-        override = self.document.tenants.get(tenant)
+        key = (tenant if tenant in self.document.tenants else None, category)
+        rule = self._rules.get(key)
+        if rule is None:
+            rule = self._rules[key] = self._resolve(key[0], category)
+        return rule
+
+    def _resolve(self, tenant: str | None, category: str) -> tuple[CategoryRule, str]:
+        base = self.document.categories.get(category) or CategoryRule()
+        override = self.document.tenants.get(tenant) if tenant is not None else None
         if override is not None and category in override.categories:
             merged = CategoryRule(**{**base.model_dump(), **override.categories[category]})
             return merged, f"tenants.{tenant}.{category}"
