@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from moderation.bench.posts import image_count, text_count
 from moderation.settings import Settings
 
 
@@ -63,8 +64,8 @@ def worker_windows(kinds: Sequence[str], batch_max_size: int) -> tuple[list[int]
     texts, images = [], []
     for start in range(0, len(kinds), batch_max_size):
         window = kinds[start : start + batch_max_size]
-        texts.append(sum(kind in ("text", "both") for kind in window))
-        images.append(sum(kind in ("image", "both") for kind in window))
+        texts.append(text_count(window))
+        images.append(image_count(window))
     return texts, images
 
 

@@ -53,9 +53,14 @@ def mix_shapes(count: int, seed: int = 0, mix: Sequence[tuple[str, float]] = MIX
     return kinds
 
 
+def text_count(kinds: Sequence[str]) -> int:
+    """Posts that carry text."""
+    return sum(kind in ("text", "both") for kind in kinds)
+
+
 def text_share(kinds: Sequence[str]) -> float:
     """Share of posts that carry text."""
-    return sum(kind in ("text", "both") for kind in kinds) / max(1, len(kinds))
+    return text_count(kinds) / max(1, len(kinds))
 
 
 def image_count(kinds: Sequence[str]) -> int:
