@@ -1,12 +1,15 @@
-"""Where a worker's time goes on a backlog: its own stage metrics, and py-spy samples of every thread.
+"""Where a worker's time goes on a backlog, or at a steady offered rate: its own stage metrics, and py-spy
+samples of every thread.
 
 Runs one ``moderation worker`` (as ``moderation bench`` does: embedded stack, fresh topics, a warm-up burst, then
-a backlog released at once), reads ``moderation_stage_seconds_sum`` before and after, and, when ``py-spy`` is
-installed, samples the worker for the whole backlog and sums the samples by stage (the innermost frame of the
-project's own code that matches a stage rule). Usage::
+a backlog released at once, or with ``--offered R`` the posts sent at R a second while it runs, as the half-load
+runs do), reads ``moderation_stage_seconds`` before and after, and, when ``py-spy`` is installed, samples the
+worker for the whole window and sums the samples by stage (the innermost frame of the project's own code that
+matches a stage rule). With ``--offered`` it also prints the latency percentiles and the batches the worker made
+(how many posts each, how long each stage took per batch): where a post waits at that rate. Usage::
 
-    .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--threads 0] [--out DIR]
-        [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
+    .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--offered 0] [--threads 0]
+        [--out DIR] [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
 
 The device is MODERATION_DEVICE's (``bench/gpu.sh`` runs it on CUDA after the benchmark).
 """
@@ -22,12 +25,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from moderation.bench.posts import STORE, default_sources, folder_sources
 from moderation.bench.processes import Workers, pause, resume
 from moderation.bench.runner import Bench, Collector, ContenderSpec, Plan, Producer, bench_stack
+from moderation.bench.stats import Latency
 from moderation.settings import load_settings
 
 # (stage, pattern over "function (file)" frames); the first rule that matches a sample's stack, innermost
@@ -60,11 +65,10 @@ RULES = (
 WARM_POSTS = 128
 
 
-def stage_sums(text: str) -> dict[str, float]:
-    return {
-        match[0]: float(match[1])
-        for match in re.findall(r'^moderation_stage_seconds_sum\{stage="([^"]+)"\} (\S+)$', text, re.M)
-    }
+def stage_sums(text: str, field: str = "sum") -> dict[str, float]:
+    """``moderation_stage_seconds_<field>`` by stage from a metrics scrape (``sum``: seconds, ``count``: batches)."""
+    pattern = rf'^moderation_stage_seconds_{field}\{{stage="([^"]+)"\}} (\S+)$'
+    return {match[0]: float(match[1]) for match in re.findall(pattern, text, re.M)}
 
 
 def classify(stack: str) -> str:
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--contender", choices=("product", "plain", "naive"), default="product")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second (0: no py-spy)")
+    parser.add_argument("--offered", type=float, default=0.0, help="posts/s sent while it runs (0: one backlog)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=Path("models/default"))
     parser.add_argument("--sources", type=Path, default=None, help="a folder of texts.txt and photos/")
@@ -133,26 +138,49 @@ def main() -> None:
                     stderr=(out / "py-spy.log").open("wb"),
                 )
                 time.sleep(2.0)
-            before = stage_sums(worker.scrape()) if worker else {}
-            pause([pid])
-            producer.send(contender_settings.topic_posts, posts)
+            scrape = worker.scrape() if worker else ""
+            before, batches_before = stage_sums(scrape), stage_sums(scrape, "count")
             cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
-            resume([pid])
-            released = time.time()
-            published, _ = collector.collect("profile-s", len(posts), 600)
+            if args.offered > 0:
+                sent: list[float] = []
+                sender = threading.Thread(
+                    target=lambda: sent.extend(producer.send(contender_settings.topic_posts, posts, args.offered))
+                )
+                sender.start()
+                published, _ = collector.collect("profile-s", len(posts), len(posts) / args.offered + 600)
+                sender.join()
+                created = {key.decode(): at for key, at in zip(posts.keys, sent, strict=True)}
+                latency = Latency.of([published[key] - created[key] for key in published])
+                released = min(sent)
+            else:
+                pause([pid])
+                producer.send(contender_settings.topic_posts, posts)
+                cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
+                resume([pid])
+                released = time.time()
+                published, _ = collector.collect("profile-s", len(posts), 600)
             elapsed = max(published.values()) - released
             cpu_after, threads_after = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
-            after = stage_sums(worker.scrape()) if worker else {}
+            scrape = worker.scrape() if worker else ""
+            after, batches_after = stage_sums(scrape), stage_sums(scrape, "count")
         finally:
             workers.stop()
     print(f"\n{len(published)} posts ({args.shape}) in {elapsed:.2f} s = {len(published) / elapsed:.1f} posts/s")
-    print("\nworker stage metrics (moderation_stage_seconds_sum, seconds over the backlog):")
+    if args.offered > 0:
+        batches = batches_after.get("prepare", 0.0) - batches_before.get("prepare", 0.0)
+        print(
+            f"offered {args.offered:,.1f} posts/s: latency p50 {latency.p50:.3f} s, p95 {latency.p95:.3f} s, "
+            f"p99 {latency.p99:.3f} s; {batches:.0f} batches, {len(published) / max(batches, 1):.1f} posts a batch"
+        )
+    print("\nworker stage metrics (moderation_stage_seconds, over the window; ms a batch where it ran):")
     for stage in sorted(after):
         spent = after[stage] - before.get(stage, 0.0)
-        print(f"  {stage:<14} {spent:7.2f} s  {100 * spent / elapsed:5.1f}% of wall time")
+        runs = batches_after.get(stage, 0.0) - batches_before.get(stage, 0.0)
+        each = f"{1000 * spent / runs:7.1f} ms x {runs:.0f}" if runs else ""
+        print(f"  {stage:<16} {spent:7.2f} s  {100 * spent / elapsed:5.1f}% of wall time  {each}")
     print_cpu(cpu_before, cpu_after, pid, elapsed)
     print_cpu(threads_before, threads_after, pid, elapsed, "thread of the worker")
     if raw.exists():
