@@ -93,6 +93,24 @@ class FusionInput:
             image_post_index=self.image_post_index[keep_images],
         )
 
+    @staticmethod
+    def stack(parts: list[FusionInput]) -> FusionInput:
+        """One batch of the posts of ``parts``, in order: part ``k``'s post ``i`` becomes post
+        ``sum(sizes before k) + i``. Each part must carry text rows (``text`` not ``None``)."""
+        texts = [part.text for part in parts]
+        if any(text is None for text in texts):
+            raise ConfigError("FusionInput.stack needs text rows in every part")
+        image_post_index, offset = [], 0
+        for part in parts:
+            image_post_index.append(part.image_post_index + offset)
+            offset += part.batch_size
+        return FusionInput(
+            text=torch.cat(texts),  # type: ignore[arg-type]
+            text_present=torch.cat([part.text_present for part in parts]),
+            image_emb=torch.cat([part.image_emb for part in parts]),
+            image_post_index=torch.cat(image_post_index),
+        )
+
 
 @dataclass(frozen=True)
 class LabeledInput:

@@ -198,35 +198,45 @@ def _index_within_post(image_post_index: torch.Tensor) -> list[int]:
 
 
 class _Explanation:
-    """Which modality drove each score, by occlusion: the post is also scored with text alone, images alone and
-    nothing (each calibrated for that availability).
+    """Which modality drove each score, by occlusion: a post with both modalities is also scored with text alone,
+    images alone and nothing (each calibrated for that availability).
 
     For a post with both, the modality whose score alone covers at least half of the way from the no-content score
     to the full score drove it (the one covering more, if both do); when neither does, the combination did
     (``"both"``). The image reported is the one the max-pooling picked: in the image-only scoring for ``image``, in
     the full scoring for ``both``.
+
+    The three views of the posts with both run as one batch through the head: one forward pass and one
+    calibration instead of three of each over the whole batch.
     """
+
+    VIEWS = ("text", "image", "none")
 
     def __init__(self, model: FusionModel, batch: FusionInput, output: HeadOutput, probs: FloatArray) -> None:
         self.output, self.probs = output, probs
         self.local_index = _index_within_post(batch.image_post_index)
-        self.alone: dict[str, tuple[FloatArray, HeadOutput]] = {}
-        if bool((output.availability == BOTH).any()):
-            everything, nothing = (
-                torch.ones(batch.batch_size, dtype=torch.bool),
-                torch.zeros(batch.batch_size, dtype=torch.bool),
+        both = torch.nonzero(output.availability == BOTH).flatten()
+        self.position = {int(row): position for position, row in enumerate(both.tolist())}
+        self.count = int(both.numel())
+        if self.count:
+            sub = batch.select(both)
+            everything = torch.ones(self.count, dtype=torch.bool)
+            nothing = torch.zeros(self.count, dtype=torch.bool)
+            views = FusionInput.stack(
+                [sub.drop(nothing, everything), sub.drop(everything, nothing), sub.drop(everything, everything)]
             )
-            for name, view in (
-                ("text", batch.drop(nothing, everything)),
-                ("image", batch.drop(everything, nothing)),
-                ("none", batch.drop(everything, everything)),
-            ):
-                alone = model.logits(view)
-                self.alone[name] = (model.calibrate(alone), alone)
+            self.views = model.logits(views)
+            self.view_probs = model.calibrate(self.views)
+            self.view_local_index = _index_within_post(views.image_post_index)
 
-    def _image(self, output: HeadOutput, row: int, column: int) -> int | None:
+    def _image(self, output: HeadOutput, local_index: list[int], row: int, column: int) -> int | None:
         deciding = int(output.deciding_image[row, column])
-        return self.local_index[deciding] if 0 <= deciding < len(self.local_index) else None
+        return local_index[deciding] if 0 <= deciding < len(local_index) else None
+
+    def _alone(self, view: str, row: int, column: int) -> float:
+        """The calibrated score of the post in ``row`` with only ``view``'s modality."""
+        view_row = self.VIEWS.index(view) * self.count + self.position[row]
+        return float(self.view_probs[view_row, column])
 
     def driver(self, row: int, column: int) -> DrivenBy:
         availability = int(self.output.availability[row])
@@ -235,19 +245,18 @@ class _Explanation:
         if availability == TEXT_ONLY:
             return (Modality.TEXT, None)
         if availability == IMAGE_ONLY:
-            return (Modality.IMAGE, self._image(self.output, row, column))
+            return (Modality.IMAGE, self._image(self.output, self.local_index, row, column))
         full = float(self.probs[row, column])
-        base = float(self.alone["none"][0][row, column])
+        base = self._alone("none", row, column)
         distance = max(abs(full - base), 1e-9)
-        covered = {
-            name: 1.0 - abs(full - float(self.alone[name][0][row, column])) / distance for name in ("text", "image")
-        }
+        covered = {name: 1.0 - abs(full - self._alone(name, row, column)) / distance for name in ("text", "image")}
         winner = max(covered, key=lambda name: covered[name])
         if covered[winner] < 0.5:
-            return ("both", self._image(self.output, row, column))
+            return ("both", self._image(self.output, self.local_index, row, column))
         if winner == "text":
             return (Modality.TEXT, None)
-        return (Modality.IMAGE, self._image(self.alone["image"][1], row, column))
+        image_row = self.VIEWS.index("image") * self.count + self.position[row]
+        return (Modality.IMAGE, self._image(self.views, self.view_local_index, image_row, column))
 
 
 def load_fusion_model(path: Path | str) -> FusionModel:

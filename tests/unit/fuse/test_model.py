@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from moderation.errors import ModelError, RegistryError
+from moderation.errors import ConfigError, ModelError, RegistryError
 from moderation.fuse import FusionInput, FusionModel, create_fusion_head, load_fusion_model
 from moderation.types import Modality
 from tests.unit.fuse.conftest import CATEGORIES, IMAGE_DIM, TEXT_DIM, synthetic_posts
@@ -44,6 +44,20 @@ def test_every_mix_of_modalities_gives_finite_scores(trained_model: FusionModel)
 def test_batch_without_text_rows_or_images() -> None:
     model_input = FusionInput(None, torch.zeros(3, dtype=torch.bool), torch.zeros(0, IMAGE_DIM), torch.zeros(0).long())
     assert model_input.availability().tolist() == [0, 0, 0]
+
+
+def test_stacked_batches_keep_each_post_with_its_own_images() -> None:
+    batch = _mixed_batch()
+    tail = batch.select(torch.tensor([4, 0]))
+    stacked = FusionInput.stack([batch, tail])
+    assert stacked.batch_size == 7
+    assert stacked.availability().tolist() == [*batch.availability().tolist(), 3, 3]
+    again = stacked.select(torch.tensor([5, 6]))
+    assert torch.equal(again.image_emb, tail.image_emb)
+    assert torch.equal(again.image_post_index, tail.image_post_index)
+    no_text = FusionInput(None, torch.zeros(1, dtype=torch.bool), torch.zeros(0, IMAGE_DIM), torch.zeros(0).long())
+    with pytest.raises(ConfigError, match="text rows"):
+        FusionInput.stack([batch, no_text])
 
 
 def test_scores_do_not_depend_on_batch_composition(trained_model: FusionModel) -> None:
