@@ -74,7 +74,10 @@ class Settings(BaseSettings):
     )
     # --- cache --------------------------------------------------------------------------------------------
     redis_url: SecretStr | None = Field(
-        None, description="Redis URL (redis:// or rediss://, may carry a password). Empty: the embedded cache."
+        None,
+        description="Redis URL (redis:// or rediss://, may carry a password). Empty: the embedded cache. One primary "
+        "(Redis 6 or later, or Valkey) with Lua scripting allowed: each cache call is one command over a whole "
+        "batch's keys (`MGET`, `EVALSHA`), so Redis Cluster is not supported.",
     )
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="TTL of cached encodings and verdicts.")
     # --- embedded stack -----------------------------------------------------------------------------------
