@@ -127,7 +127,9 @@ class Policy:
         return rule
 
     def _resolve(self, tenant: str | None, category: str) -> tuple[CategoryRule, str]:
-        base = self.document.categories.get(category) or CategoryRule()
+        base = self.document.categories.get(category)
+        if base is None:
+            base = CategoryRule()
         override = self.document.tenants.get(tenant) if tenant is not None else None
         if override is not None and category in override.categories:
             merged = CategoryRule(**{**base.model_dump(), **override.categories[category]})
