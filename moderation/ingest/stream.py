@@ -170,14 +170,20 @@ def _convert(batch: Mapping[TopicPartition, list[Any]]) -> list[RawRecord]:
 
 
 class StreamProducer:
-    """Publishes messages and waits for the broker's acknowledgement of every one."""
+    """Publishes messages and waits for the broker's acknowledgement of every one.
+
+    No linger: :meth:`publish` hands a whole batch to the client before its sender task runs, so the messages
+    still travel in one request per broker, and waiting for more only delays the acks. Measured against the
+    embedded broker: 256 verdicts 14.4 ms a publish with ``linger_ms=5``, 3.8-4.5 ms with 0; 2 verdicts 6 ms and
+    0.35 ms.
+    """
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id="moderation-worker",
             acks="all",
-            linger_ms=5,
+            linger_ms=0,
             max_request_size=max(1_048_576, settings.max_message_bytes * 2),
             request_timeout_ms=30_000,
             **kafka_client_options(settings, flavour="aiokafka"),
