@@ -233,10 +233,13 @@ class _Explanation:
         deciding = int(output.deciding_image[row, column])
         return local_index[deciding] if 0 <= deciding < len(local_index) else None
 
+    def _view_row(self, view: str, row: int) -> int:
+        """The row of the stacked views that holds the post in ``row`` seen with only ``view``'s modality."""
+        return self.VIEWS.index(view) * self.count + self.position[row]
+
     def _alone(self, view: str, row: int, column: int) -> float:
         """The calibrated score of the post in ``row`` with only ``view``'s modality."""
-        view_row = self.VIEWS.index(view) * self.count + self.position[row]
-        return float(self.view_probs[view_row, column])
+        return float(self.view_probs[self._view_row(view, row), column])
 
     def driver(self, row: int, column: int) -> DrivenBy:
         availability = int(self.output.availability[row])
@@ -255,8 +258,7 @@ class _Explanation:
             return ("both", self._image(self.output, self.local_index, row, column))
         if winner == "text":
             return (Modality.TEXT, None)
-        image_row = self.VIEWS.index("image") * self.count + self.position[row]
-        return (Modality.IMAGE, self._image(self.views, self.view_local_index, image_row, column))
+        return (Modality.IMAGE, self._image(self.views, self.view_local_index, self._view_row("image", row), column))
 
 
 def load_fusion_model(path: Path | str) -> FusionModel:
