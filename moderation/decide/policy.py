@@ -130,7 +130,7 @@ class Policy:
         base = self.document.categories.get(category)
         if base is None:
             base = CategoryRule()
-        override = self.document.tenants.get(tenant) if tenant is not None else None
+        override = self.document.tenants[tenant] if tenant is not None else None  # rule_for passes only known ones
         if override is not None and category in override.categories:
             merged = CategoryRule(**{**base.model_dump(), **override.categories[category]})
             return merged, f"tenants.{tenant}.{category}"
