@@ -140,8 +140,8 @@ def main() -> None:
                 time.sleep(2.0)
             scrape = worker.scrape() if worker else ""
             before, batches_before = stage_sums(scrape), stage_sums(scrape, "count")
-            cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
             if args.offered > 0:
+                cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
                 sent: list[float] = []
                 sender = threading.Thread(
                     target=lambda: sent.extend(producer.send(contender_settings.topic_posts, posts, args.offered))
