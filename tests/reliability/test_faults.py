@@ -235,7 +235,7 @@ def test_broker_paused_longer_than_the_session_timeout(
     record_run: list[FaultRun],
 ) -> None:
     stream = build_sample_stream(800, seed=43, run_id="broker", shapes=TEXT_HEAVY)
-    run = FaultRun("broker outage", f"SIGSTOP broker {settings.session_timeout_ms * 2 / 1000:.0f} s mid-stream")
+    run = FaultRun("broker outage", f"SIGSTOP broker {settings.session_timeout_ms * 2 / 1000:.0f} s")
     worker = start_worker(settings, workers, tmp_path / "w.log")
     produce_messages(settings, stream.messages, settings.topic_posts)
     arrivals.wait_for("a quarter of the stream", lambda: arrivals.count >= len(stream.messages) // 4)
@@ -246,10 +246,13 @@ def test_broker_paused_longer_than_the_session_timeout(
     finally:
         os.kill(broker, signal.SIGCONT)
     resumed = time.monotonic()
+    assert arrivals.count < len(stream.messages), "the stream ended before the broker came back: the outage hit nothing"
     run.recovery_s.append(arrivals.recovery_after(resumed))
     conclude(run, stream, arrivals, settings, worker)
-    log = (tmp_path / "w.log").read_text()
-    assert "publish failed" in log or "commit refused" in log or "Heartbeat failed" in log or "heartbeat" in log
+    # Whether the broker expires the session is its own race: the heartbeat that sat in its socket during the pause
+    # may be read before its expiry check. Either way nothing may be lost (checked above); the table says which.
+    expired = "commit refused" in (tmp_path / "w.log").read_text()
+    run.faults += "; session expired" if expired else "; session kept"
     record_run.append(run)
 
 
