@@ -24,6 +24,7 @@ from moderation.encode.base import (
     set_threads,
     weights_digest,
 )
+from moderation.encode.tokenize import model_tokenizer
 from moderation.errors import ModelError
 from moderation.types import Modality
 
@@ -68,6 +69,7 @@ class SentenceTransformerEncoder:
         self.leetspeak = leetspeak
         self._model = model
         self._pad_id = int(getattr(model.tokenizer, "pad_token_id", None) or 0)
+        self._tokenizer, self.direct_tokenizer = model_tokenizer(model)
         self.dim = self._embedding_dim()
 
     @classmethod
@@ -150,9 +152,7 @@ class SentenceTransformerEncoder:
         torch.cuda.synchronize(self.device)
 
     def _tokenize(self, texts: list[str]) -> dict[str, Any]:
-        model: Any = self._model
-        preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 6: tokenize
-        features: dict[str, Any] = preprocess(texts)
+        features = self._tokenizer(texts)
         if self.device.type == "cuda":
             features = _pad_tokens(features, _CUDA_TOKEN_MULTIPLE, self._pad_id)
             features = _repeat_rows(features, bucket_size(len(texts)))
