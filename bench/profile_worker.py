@@ -10,6 +10,7 @@ matches a stage rule). With ``--offered`` it also prints the latency percentiles
 
     .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--offered 0] [--threads 0]
         [--out DIR] [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
+        [--emulate-gpu (bench/emulate_gpu: the models as a GPU runs them, seen from the host)]
 
 The device is MODERATION_DEVICE's (``bench/gpu.sh`` runs it on CUDA after the benchmark).
 """
@@ -91,10 +92,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=Path("models/default"))
     parser.add_argument("--sources", type=Path, default=None, help="a folder of texts.txt and photos/")
+    parser.add_argument(
+        "--emulate-gpu",
+        action="store_true",
+        help="the worker's encoders as a GPU runs them, seen from the host (bench/emulate_gpu), with the GPU "
+        "settings: batches of 256, the prepare thread at normal priority; emulated figures, not GPU ones",
+    )
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="moderation-profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    base = load_settings(model_dir=args.model.resolve(), log_level="WARNING", torch_threads=args.threads)
+    gpu_like: dict[str, object] = {}
+    if args.emulate_gpu:  # the worker inherits the environment (not the MODERATION_ part, which its settings give)
+        emulation = str(Path(__file__).resolve().parent / "emulate_gpu")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (emulation, os.environ.get("PYTHONPATH"))))
+        os.environ["BENCH_EMULATE_GPU"] = "1"
+        gpu_like = {"batch_max_size": 256, "text_batch_size": 256, "image_batch_size": 256}
+        gpu_like["prepare_priority"] = "normal"
+    base = load_settings(model_dir=args.model.resolve(), log_level="WARNING", torch_threads=args.threads, **gpu_like)
     with bench_stack(base, out, base.topic_partitions) as stacked:
         settings = load_settings(**{**stacked.model_dump(), "stores": {STORE: str(out / "store")}})
         plan = Plan(posts=max(args.posts, WARM_POSTS), half_posts=1, naive_posts=1, runs=1)  # enough base images
