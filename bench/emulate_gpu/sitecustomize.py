@@ -40,7 +40,9 @@ if os.environ.get("BENCH_EMULATE_GPU") == "1":
             value = torch.add(value, 1.0)
         time.sleep(max(0.0, seconds - (time.perf_counter() - started)))
 
-    class _Text:
+    class _Emulated:
+        """The real encoder for everything but the device's work."""
+
         def __init__(self, real: Any) -> None:
             self.real = real
 
@@ -50,20 +52,12 @@ if os.environ.get("BENCH_EMULATE_GPU") == "1":
         def warm_up(self) -> None:
             """Nothing to warm: no device."""
 
+    class _Text(_Emulated):
         def encode_prepared(self, prepared: Any) -> torch.Tensor:
             _device(TEXT_OPS, prepared.count / TEXT_PER_S)
             return torch.zeros((prepared.count, self.real.dim))
 
-    class _Image:
-        def __init__(self, real: Any) -> None:
-            self.real = real
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.real, name)
-
-        def warm_up(self) -> None:
-            """Nothing to warm: no device."""
-
+    class _Image(_Emulated):
         def preprocess_many(self, images: Sequence[tuple[bytes, str | None]], limits: ImageLimits) -> list[Any]:
             """The checks the CUDA path makes on the host, the copy it hands nvjpeg, then the device's time."""
             results: list[Any] = []
