@@ -5,8 +5,10 @@ Runs one ``moderation worker`` (as ``moderation bench`` does: embedded stack, fr
 a backlog released at once, or with ``--offered R`` the posts sent at R a second while it runs, as the half-load
 runs do), reads ``moderation_stage_seconds`` before and after, and, when ``py-spy`` is installed, samples the
 worker for the whole window and sums the samples by stage (the innermost frame of the project's own code that
-matches a stage rule). With ``--offered`` it also prints the latency percentiles and the batches the worker made
-(how many posts each, how long each stage took per batch): where a post waits at that rate. Usage::
+matches a stage rule). With ``--offered`` it also prints the latency percentiles, split into the time before a
+post's batch started (delivery, the batch fill, the wait for the prepare step) and the time in its batch (prepare
+to verdict, the verdict's ``timings.total_ms``), and the batches the worker made (how many posts each, how long each
+stage took per batch): where a post waits at that rate. Usage::
 
     .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--offered 0] [--threads 0]
         [--out DIR] [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
@@ -165,6 +167,10 @@ def main() -> None:
                 sender.join()
                 created = {key.decode(): at for key, at in zip(posts.keys, sent, strict=True)}
                 latency = Latency.of([published[key] - created[key] for key in published])
+                in_batch = Latency.of([collector.processing[key] for key in published])
+                before_batch = Latency.of(
+                    [published[key] - created[key] - collector.processing[key] for key in published]
+                )
                 released = min(sent)
             else:
                 pause([pid])
@@ -189,6 +195,8 @@ def main() -> None:
             f"offered {args.offered:,.1f} posts/s: latency p50 {latency.p50:.3f} s, p95 {latency.p95:.3f} s, "
             f"p99 {latency.p99:.3f} s; {batches:.0f} batches, {len(published) / max(batches, 1):.1f} posts a batch"
         )
+        for part, figures in (("before its batch started", before_batch), ("in its batch, to the verdict", in_batch)):
+            print(f"  {part}: p50 {figures.p50:.3f} s, p95 {figures.p95:.3f} s, p99 {figures.p99:.3f} s")
     print("\nworker stage metrics (moderation_stage_seconds, over the window; ms a batch where it ran):")
     for stage in sorted(after):
         spent = after[stage] - before.get(stage, 0.0)

@@ -241,6 +241,9 @@ class Collector:
         self.consumer.assign(partitions)
         self.consumer.seek_to_beginning(*partitions)
         self.published: dict[str, dict[str, float]] = {}
+        #: Seconds from the start of each verdict's batch (its prepare step) to the verdict, by post id (the
+        #: verdict's ``timings.total_ms``); the rest of its latency is spent before its batch started.
+        self.processing: dict[str, float] = {}
         self.dead: dict[str, set[str]] = {}
         self.duplicates = 0
         self.reader = ThreadPoolExecutor(1, "bench-collector", initializer=set_thread_priority, initargs=("low",))
@@ -262,7 +265,9 @@ class Collector:
                     if record.topic == self.dead_letter_topic:
                         self.dead.setdefault(run, set()).add(key)
                         continue
-                    published = _epoch(json.loads(record.value)["published_at"])
+                    document = json.loads(record.value)
+                    published = _epoch(document["published_at"])
+                    self.processing.setdefault(key, document["timings"]["total_ms"] / 1000)
                     seen = self.published.setdefault(run, {})
                     if key in seen:
                         self.duplicates += 1
