@@ -156,6 +156,7 @@ def main() -> None:
                 time.sleep(2.0)
             scrape = worker.scrape() if worker else ""
             before, batches_before = stage_sums(scrape), stage_sums(scrape, "count")
+            split: dict[str, Latency] = {}  # with --offered, the product's latency before and in its batch
             if args.offered > 0:
                 cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
                 sent: list[float] = []
@@ -167,10 +168,11 @@ def main() -> None:
                 sender.join()
                 created = {key.decode(): at for key, at in zip(posts.keys, sent, strict=True)}
                 latency = Latency.of([published[key] - created[key] for key in published])
-                in_batch = Latency.of([collector.processing[key] for key in published])
-                before_batch = Latency.of(
-                    [published[key] - created[key] - collector.processing[key] for key in published]
-                )
+                timed = [key for key in published if key in collector.processing]  # the product's verdicts
+                if timed:
+                    in_batch = [collector.processing[key] for key in timed]
+                    waited = [published[key] - created[key] - collector.processing[key] for key in timed]
+                    split = {"before its batch started": Latency.of(waited), "in its batch": Latency.of(in_batch)}
                 released = min(sent)
             else:
                 pause([pid])
@@ -195,7 +197,7 @@ def main() -> None:
             f"offered {args.offered:,.1f} posts/s: latency p50 {latency.p50:.3f} s, p95 {latency.p95:.3f} s, "
             f"p99 {latency.p99:.3f} s; {batches:.0f} batches, {len(published) / max(batches, 1):.1f} posts a batch"
         )
-        for part, figures in (("before its batch started", before_batch), ("in its batch, to the verdict", in_batch)):
+        for part, figures in split.items():
             print(f"  {part}: p50 {figures.p50:.3f} s, p95 {figures.p95:.3f} s, p99 {figures.p99:.3f} s")
     print("\nworker stage metrics (moderation_stage_seconds, over the window; ms a batch where it ran):")
     for stage in sorted(after):

@@ -242,7 +242,7 @@ class Collector:
         self.consumer.seek_to_beginning(*partitions)
         self.published: dict[str, dict[str, float]] = {}
         #: Seconds from the start of each verdict's batch (its prepare step) to the verdict, by post id (the
-        #: verdict's ``timings.total_ms``); the rest of its latency is spent before its batch started.
+        #: product's ``timings.total_ms``); the rest of its latency is spent before its batch started.
         self.processing: dict[str, float] = {}
         self.dead: dict[str, set[str]] = {}
         self.duplicates = 0
@@ -267,7 +267,8 @@ class Collector:
                         continue
                     document = json.loads(record.value)
                     published = _epoch(document["published_at"])
-                    self.processing.setdefault(key, document["timings"]["total_ms"] / 1000)
+                    if "timings" in document:  # the product's verdicts; the baselines' carry none
+                        self.processing.setdefault(key, document["timings"]["total_ms"] / 1000)
                     seen = self.published.setdefault(run, {})
                     if key in seen:
                         self.duplicates += 1
