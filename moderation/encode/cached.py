@@ -119,12 +119,13 @@ class CachedEncoders:
         unique = lookup.unique
         self.metrics.batch_size.labels(encoder=lookup.modality.value).observe(len(unique))
         lookup.rows[unique] = computed
-        for index in lookup.missing:
-            lookup.rows[index] = lookup.rows[lookup.first_of[lookup.keys[index]]]
+        if len(lookup.missing) > len(unique):  # an item repeated within the batch: one gather for all repeats
+            lookup.rows[lookup.missing] = lookup.rows[[lookup.first_of[lookup.keys[i]] for i in lookup.missing]]
         self.metrics.encoded_items.labels(modality=lookup.modality.value).inc(len(unique) - len(failed))
+        table = lookup.rows.numpy()  # float32, shares the tensor's memory: one view, not a copy per row
         self.cache.put_many(
             f"{lookup.modality.value}_embedding",
-            [(lookup.keys[i], lookup.rows[i].numpy().astype(np.float32).tobytes()) for i in unique if i not in failed],
+            [(lookup.keys[i], table[i].tobytes()) for i in unique if i not in failed],
         )
 
 
