@@ -2,11 +2,13 @@
 meets once the models are fast.
 
 1. ``Pipeline.process`` + ``after_publish`` on batches of real post messages with the encoders replaced by stubs
-   that return zeros at once (no image decode either): everything else is real (JSON, schema and limits, base64,
-   sha256, stores, hash lists, the Redis caches and verdict claims, the fusion head with its explanation, the
-   policy, the verdict messages). What one worker process's CPU must do per post besides the models.
-2. The same with the real image decode (PIL on the CPU) kept: a worker that does not decode on the GPU.
-3. ``StreamConsumer.poll_batch`` alone (the worker's aiokafka consumer) draining a backlog: the client's ceiling.
+   that return zeros at once (no tokenising, no image decode either): everything else is real (JSON, schema and
+   limits, base64, sha256, stores, hash lists, the Redis caches and verdict claims, the fusion head with its
+   explanation, the policy, the verdict messages). Comparable with the figures before tokenising was added.
+2. The same with the texts normalised and tokenised for real: what one GPU worker process's CPU must do per post
+   besides the models (the GPU decodes its JPEGs).
+3. The same as 1 with the real image decode (PIL on the CPU) kept: a worker that does not decode on the GPU.
+4. ``StreamConsumer.poll_batch`` alone (the worker's aiokafka consumer) draining a backlog: the client's ceiling.
 
 Usage: ``.venv/bin/python bench/pipeline_overhead.py [--posts 1024] [--batch 64] [--runs 3] [--threads 0]
 [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]``
@@ -46,7 +48,12 @@ from moderation.types import Modality, RawRecord
 class StubText:
     name, version, modality, dim, device = "stub-text", "stub-text@0", Modality.TEXT, 384, torch.device("cpu")
 
+    def __init__(self, real: Any = None) -> None:
+        self.real = real  # a real encoder whose prepare (normalise, tokenise) is kept
+
     def prepare(self, texts: Sequence[str]) -> PreparedTexts:
+        if self.real is not None:
+            return self.real.prepare(texts)  # type: ignore[no-any-return]
         return PreparedTexts(len(texts))
 
     def encode_prepared(self, prepared: PreparedTexts) -> torch.Tensor:
@@ -68,19 +75,26 @@ class StubImage:
         return torch.zeros((len(images), self.dim))
 
 
-def pipeline(settings: Settings, redis_url: str, decode: bool) -> Pipeline:
+#: What each pass keeps real besides everything outside the encoders: (label, tokenise texts, decode images).
+PASSES = (
+    ("models and image decode stubbed", False, False),
+    ("models and image decode stubbed, texts tokenised", True, False),
+    ("models stubbed, images decoded on the CPU", False, True),
+)
+
+
+def pipeline(settings: Settings, redis_url: str, tokenise: bool, decode: bool) -> Pipeline:
+    from moderation.encode import create_image_encoder, create_text_encoder
+
     metrics = Metrics()
     model = load_fusion_model(settings.model_dir)
-    real = None
-    if decode:
-        from moderation.encode import create_image_encoder
-
-        real = create_image_encoder(model.image_encoder, device="cpu")
+    text = create_text_encoder(model.text_encoder, device="cpu") if tokenise else None
+    image = create_image_encoder(model.image_encoder, device="cpu") if decode else None
     cache = Cache(redis_url, settings.cache_ttl_s, metrics)
     return Pipeline(
         settings=settings,
         decoder=PostDecoder(settings, StoreRegistry.from_folders(settings.stores)),
-        encoders=CachedEncoders(StubText(), StubImage(real), cache, metrics),  # type: ignore[arg-type]
+        encoders=CachedEncoders(StubText(text), StubImage(image), cache, metrics),  # type: ignore[arg-type]
         model=model,
         policies=PolicySource(settings.model_dir / "policy.yaml"),
         cache=cache,
@@ -137,13 +151,13 @@ def main() -> None:
             f"{args.posts} posts per run, batches of {args.batch}, best of {args.runs} runs (posts/s, one Python "
             f"thread, {torch.get_num_threads()} torch threads)"
         )
-        for decode in (False, True):
-            pipe = pipeline(settings, redis_url, decode)
+        for number, (label, tokenise, decode) in enumerate(PASSES):
+            pipe = pipeline(settings, redis_url, tokenise, decode)
             freeze_loaded_objects()  # as the worker does once its pipeline is built
             for shape in ("inline", "ref"):
                 rates = []
                 for run in range(args.runs + 1):
-                    posts = bench.post_set(f"o{int(decode)}{shape}{run}", args.posts, shape)  # type: ignore[arg-type]
+                    posts = bench.post_set(f"o{number}{shape}{run}", args.posts, shape)  # type: ignore[arg-type]
                     batch = records(posts, "posts")
                     started = time.perf_counter()
                     for offset in range(0, len(batch), args.batch):
@@ -152,7 +166,6 @@ def main() -> None:
                     if run:  # the first pass warms up
                         rates.append(len(batch) / (time.perf_counter() - started))
                     bench.drop_store(posts)
-                label = "models stubbed, images decoded on the CPU" if decode else "models and image decode stubbed"
                 best, median = max(rates), statistics.median(rates)
                 print(f"  pipeline, {label}, images {shape}: {best:,.0f} (median {median:,.0f})")
         for shape in ("inline", "ref"):
