@@ -66,6 +66,7 @@ def model_tokenizer(model: Any, probe: Sequence[str] = PROBE_TEXTS) -> tuple[Tok
     if direct is None or not same:
         log.info("text tokeniser: the model's own (the direct Rust path differs on the probe texts)")
         return reference, False
+    log.info("text tokeniser: the model's Rust tokenizer, directly (the same tensors on the probe texts)")
     return direct, True
 
 
