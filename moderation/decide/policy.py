@@ -127,9 +127,7 @@ class Policy:
         return rule
 
     def _resolve(self, tenant: str | None, category: str) -> tuple[CategoryRule, str]:
-        base = self.document.categories.get(category)
-        if base is None:
-            base = CategoryRule()
+        base = self.document.categories.get(category, CategoryRule())
         override = self.document.tenants[tenant] if tenant is not None else None  # rule_for passes only known ones
         if override is not None and category in override.categories:
             merged = CategoryRule(**{**base.model_dump(), **override.categories[category]})
