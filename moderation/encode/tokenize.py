@@ -59,11 +59,7 @@ def model_tokenizer(model: Any, probe: Sequence[str] = PROBE_TEXTS) -> tuple[Tok
     texts = list(probe)
     expected = reference(texts)  # also sets transformers' truncation and padding in ``rust``: copied next
     direct = _direct(copy.deepcopy(rust), expected)
-    try:
-        same = direct is not None and _same(direct(texts), expected)
-    except (ValueError, TypeError, RuntimeError):  # e.g. rows of different lengths: the copy does not pad
-        same = False
-    if direct is None or not same:
+    if direct is None or not _gives(direct, texts, expected):
         log.info("text tokeniser: the model's own (the direct Rust path differs on the probe texts)")
         return reference, False
     log.info("text tokeniser: the model's Rust tokenizer, directly (the same tensors on the probe texts)")
@@ -93,7 +89,13 @@ def _direct(rust: Any, template: dict[str, Any]) -> Tokenize | None:
     return tokenize
 
 
-def _same(got: dict[str, Any], expected: dict[str, Any]) -> bool:
+def _gives(tokenize: Tokenize, texts: list[str], expected: dict[str, Any]) -> bool:
+    """Whether ``tokenize(texts)`` equals ``expected``: the same keys, tensors equal in values, dtype and shape,
+    other entries equal."""
+    try:
+        got = tokenize(texts)
+    except (ValueError, TypeError, RuntimeError):  # e.g. rows of different lengths: the copy does not pad
+        return False
     if got.keys() != expected.keys():
         return False
     for key, value in expected.items():
