@@ -7,6 +7,7 @@ Every field has a description: the README's settings table is generated from the
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -119,6 +120,15 @@ class Settings(BaseSettings):
     image_encoder: str = Field("efficientnet-lite0", description="Registered image encoder name.")
     model_dir: Path = Field(Path("models/default"), description="Fusion model artifact folder.")
     policy_file: Path | None = Field(None, description="Policy YAML; empty: the policy shipped with the model.")
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes that `moderation worker` starts and supervises, restarting any that dies; "
+        "each is a consumer-group member with its own copy of the models. Several share one GPU, which one "
+        "process's Python cannot keep busy; needs as many partitions. On a CPU each gets cores / N torch threads "
+        "unless `MODERATION_TORCH_THREADS` is set.",
+    )
     # --- batching -----------------------------------------------------------------------------------------
     batch_max_size: int = Field(64, ge=1, description="Most posts the worker processes in one batch.")
     batch_max_wait_ms: int = Field(
@@ -238,3 +248,15 @@ def load_settings(**overrides: object) -> Settings:
             f"MODERATION_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read exactly these settings (secrets included)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if name in ("redis_url", "kafka_sasl_password"):
+            value = getattr(settings, name).get_secret_value()
+        env[f"MODERATION_{name.upper()}"] = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return env

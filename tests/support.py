@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.demo.run import Outcome
 from moderation.demo.samples import SampleStream
 from moderation.ingest.connection import reader_options
+from moderation.observability.server import free_port
 from moderation.settings import Settings, load_settings
 
 DECISION_EXCLUDED = {"timings", "published_at"}
@@ -103,3 +105,13 @@ def assert_every_post_accounted_for(stream: SampleStream, outcome: Outcome) -> N
     assert {k: d["reason"] for k, d in outcome.dead_letters.items()} == {
         k: r.value for k, r in stream.expected_rejections.items()
     }
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout_s`` passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return False

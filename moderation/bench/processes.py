@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from moderation.bench.baselines import Mode, run_baseline
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.errors import ModerationError
+from moderation.observability.server import free_port
 from moderation.settings import Settings, load_settings
 
 READY_TIMEOUT_S = 600.0

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,27 +10,9 @@ import urllib.request
 from pathlib import Path
 
 from moderation.errors import ModerationError
-from moderation.settings import Settings
+from moderation.settings import Settings, settings_env
 
 READY_TIMEOUT_S = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process read exactly these settings (secrets included)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if name in ("redis_url", "kafka_sasl_password"):
-            value = getattr(settings, name).get_secret_value()
-        env[f"MODERATION_{name.upper()}"] = json.dumps(value) if isinstance(value, dict | list) else str(value)
-    return env
 
 
 class WorkerProcess:

@@ -19,10 +19,11 @@ from typing import Any
 
 import click
 
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.demo.samples import SampleStream, build_sample_stream, stores
 from moderation.embedded.stack import ensure_topics, up
 from moderation.ingest.cli import produce_messages
+from moderation.observability.server import free_port
 from moderation.settings import Settings, load_settings
 
 DRAIN_TIMEOUT_S = 240.0

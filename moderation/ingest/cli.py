@@ -18,13 +18,17 @@ from moderation.settings import Settings, load_settings
 
 @click.command()
 def worker() -> None:
-    """Run a stream worker: posts topic in, verdicts / review / dead-letter topics out."""
+    """Run a stream worker: posts topic in, verdicts / review / dead-letter topics out.
+
+    With ``MODERATION_WORKER_PROCESSES`` above 1, that many worker processes, supervised, behind one metrics port.
+    """
     from moderation.observability.logs import configure_logging
+    from moderation.supervise import run_supervised
     from moderation.worker import run_worker
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    asyncio.run(run_worker(settings))
+    asyncio.run(run_supervised(settings) if settings.worker_processes > 1 else run_worker(settings))
 
 
 @click.command()

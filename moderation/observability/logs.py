@@ -24,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # tells apart the processes of `moderation worker` with MODERATION_WORKER_PROCESSES
             "message": record.getMessage(),
         }
         for name, value in vars(record).items():

@@ -90,3 +90,16 @@ class Metrics:
         )
         self.model_info = Info("moderation_model", "Model and policy versions in use.", registry=r)
         self.cache_up.set(1)
+
+
+class SupervisorMetrics:
+    """The metrics of ``moderation worker`` when it supervises several worker processes (beside theirs)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.worker_restarts = Counter(
+            "moderation_worker_restarts",
+            "Worker processes restarted after they exited unasked, by worker index.",
+            ["worker"],
+            registry=self.registry,
+        )

@@ -5,6 +5,7 @@ Served by aiohttp on the worker's own event loop, so a scrape sees the state of 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -34,8 +35,14 @@ def build_app(metrics: Metrics, ready: Callable[[], bool]) -> web.Application:
 
 
 async def start_server(metrics: Metrics, ready: Callable[[], bool], port: int) -> tuple[web.AppRunner, int]:
-    """Serve on all interfaces at ``port`` (0: a free port); returns the runner (to clean up) and the port."""
-    runner = web.AppRunner(build_app(metrics, ready), access_log=None)
+    """Serve the worker's routes on all interfaces at ``port`` (0: a free port); returns the runner (to clean up)
+    and the port."""
+    return await serve(build_app(metrics, ready), port)
+
+
+async def serve(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on all interfaces at ``port`` (0: a free port); returns the runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", port)
     await site.start()
@@ -43,3 +50,10 @@ async def start_server(metrics: Metrics, ready: Callable[[], bool], port: int) -
     sockets = getattr(server, "sockets", None) or []
     bound = int(sockets[0].getsockname()[1]) if sockets else port
     return runner, bound
+
+
+def free_port() -> int:
+    """A port free on the loopback interface now (another process may take it before it is bound)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

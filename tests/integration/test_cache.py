@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from moderation.demo.process import free_port
 from moderation.observability.metrics import Metrics
+from moderation.observability.server import free_port
 from moderation.state.cache import Cache, embedding_key, review_sent_key, verdict_key
 from tests.conftest import Stack
 

@@ -21,12 +21,13 @@ from kafka import KafkaConsumer
 from PIL import Image
 
 from moderation.contracts import SchemaName, validate
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.hashlists.cli import hashes
 from moderation.hashlists.entries import HashEntry, HashKind, read_jsonl
 from moderation.hashlists.store import HashListStore
 from moderation.ingest.cli import produce_messages
 from moderation.ingest.connection import reader_options
+from moderation.observability.server import free_port
 from moderation.settings import Settings
 from tests.conftest import Stack
 from tests.support import encoded_items

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.demo.run import collect
 from moderation.demo.samples import build_sample_stream, stores
 from moderation.ingest.cli import produce_messages
+from moderation.observability.server import free_port
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from moderation.contracts import SchemaName, validate
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.demo.run import collect
 from moderation.demo.samples import build_sample_stream, stores
 from moderation.ingest.cli import produce_messages
+from moderation.observability.server import free_port
 from moderation.settings import Settings
 from tests.conftest import Stack
 from tests.support import (

@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from moderation.ingest.connection import reader_options
 from moderation.settings import Settings
 from tests.conftest import Stack, unique_topics
 from tests.reliability.conftest import FaultRun, FaultStack
-from tests.support import assert_committed_to_end, decision, start_worker
+from tests.support import assert_committed_to_end, decision, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +77,9 @@ class Arrivals:
             for d in self.dead_letters  # type: ignore[index]
         }
 
-    def wait_for(self, condition: str, predicate: object, timeout_s: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():  # type: ignore[operator]
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {condition}: {self.count} outcomes so far")
+    def wait_for(self, condition: str, predicate: Callable[[], object], timeout_s: float = 240.0) -> None:
+        if not wait_until(predicate, timeout_s):
+            raise AssertionError(f"timed out waiting for {condition}: {self.count} outcomes so far")
 
     def recovery_after(self, moment: float, timeout_s: float = 180.0) -> float:
         """Seconds from ``moment`` to the first outcome that arrived after it."""

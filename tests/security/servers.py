@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from moderation.demo.process import free_port
+from moderation.observability.server import free_port
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ import pytest
 from kafka import KafkaConsumer
 
 from moderation.contracts import SchemaName, validate
-from moderation.demo.process import WorkerProcess, free_port
+from moderation.demo.process import WorkerProcess
 from moderation.ingest.cli import produce_messages
 from moderation.ingest.connection import reader_options
+from moderation.observability.server import free_port
 from moderation.settings import Settings
 from tests.conftest import Stack
 from tests.security.conftest import SocketGuard

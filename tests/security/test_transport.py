@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 import redis
 
-from moderation.demo.process import free_port
 from moderation.embedded.stack import ensure_topics
 from moderation.errors import ConfigError
 from moderation.ingest.connection import kafka_client_options, tls_context
 from moderation.ingest.stream import Outgoing, StreamConsumer, StreamProducer
 from moderation.observability.metrics import Metrics
+from moderation.observability.server import free_port
 from moderation.settings import Settings, load_settings
 from moderation.state.cache import Cache
 from tests.security.conftest import SocketGuard

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from moderation.observability.metrics import Metrics
+from moderation.observability.metrics import Metrics, SupervisorMetrics
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 METRIC = re.compile(r"\bmoderation_[a-z0-9_]+")
@@ -17,7 +17,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 def exposed_names() -> set[str]:
     names = set()
-    for family in Metrics().registry.collect():
+    for family in [*Metrics().registry.collect(), *SupervisorMetrics().registry.collect()]:
         names.update(family.name + suffix for suffix in SUFFIXES[family.type])
     return names
 
@@ -61,8 +61,9 @@ def test_metrics_never_label_by_identity() -> None:
         "encoder",
         "partition",
         "list",  # known-bad hash-list names: operator-defined and few
+        "worker",  # a supervised worker process's index, below MODERATION_WORKER_PROCESSES
     }
-    metrics = [m for m in vars(Metrics()).values() if hasattr(m, "_labelnames")]
+    metrics = [m for m in [*vars(Metrics()).values(), *vars(SupervisorMetrics()).values()] if hasattr(m, "_labelnames")]
     assert len(metrics) > 10
     for metric in metrics:
         assert set(metric._labelnames) <= allowed, metric

@@ -1,0 +1,110 @@
+"""``MODERATION_WORKER_PROCESSES=2`` on the real broker and cache: two worker processes behind one metrics port,
+every post accounted for while one of them is killed and restarted, a clean stop, and a clear failure when the
+children cannot start."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from moderation.demo.process import WorkerProcess
+from moderation.demo.run import collect
+from moderation.demo.samples import build_sample_stream, stores
+from moderation.ingest.cli import produce_messages
+from moderation.observability.server import free_port
+from tests.conftest import FAST_GROUP, Stack
+from tests.support import assert_every_post_accounted_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def free_port_run(count: int) -> int:
+    """A free port with the ``count`` ports above it free too (the children's)."""
+    while True:
+        base = free_port()
+        try:
+            for port in range(base + 1, base + 1 + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+def series(text: str, name: str) -> dict[str, float]:
+    """``name``'s values by worker label."""
+    return {m[0]: float(m[1]) for m in re.findall(rf'^{name}\{{worker="(\d+)"\}} (\S+)$', text, re.M)}
+
+
+def test_two_supervised_workers_lose_nothing_when_one_is_killed(stack: Stack, model_dir: Path, tmp_path: Path) -> None:
+    settings = stack.unique_topics(
+        model_dir=model_dir,
+        metrics_port=free_port_run(2),
+        worker_processes=2,
+        stores={name: str(path) for name, path in stores().items()},
+        **FAST_GROUP,
+    )
+    stream = build_sample_stream(60, seed=11, run_id="supervised")
+    supervisor = WorkerProcess(settings, tmp_path / "supervisor.log").start()
+    try:
+        supervisor.wait_ready()  # the supervisor's /readyz: both children loaded and in the group
+        status, body = get(f"{supervisor.metrics_url}/healthz")
+        pids = [worker["pid"] for worker in json.loads(body)["workers"]]
+        assert status == 200 and len(pids) == 2 and all(pids), body
+        assert set(series(supervisor.scrape(), "moderation_posts_consumed_total")) == {"0", "1"}
+
+        produce_messages(settings, stream.messages[:30], settings.topic_posts)
+        os.kill(pids[1], signal.SIGKILL)  # mid-stream: its batches in hand are redelivered, not lost
+        restarted = wait_until(
+            lambda: series(supervisor.scrape(), "moderation_worker_restarts_total") == {"1": 1.0}, 30
+        )
+        assert restarted, "the killed worker process was not restarted within 30 s"
+        supervisor.wait_ready()
+        produce_messages(settings, stream.messages[30:], settings.topic_posts)
+        outcome = collect(settings, stream, time.time())
+        after = supervisor.scrape()
+        _, body = get(f"{supervisor.metrics_url}/healthz")
+        new_pids = [worker["pid"] for worker in json.loads(body)["workers"]]
+    finally:
+        code = supervisor.stop()
+
+    assert_every_post_accounted_for(stream, outcome)
+    assert new_pids[0] == pids[0] and new_pids[1] not in (None, pids[1])
+    assert sum(series(after, "moderation_posts_consumed_total").values()) >= 30  # the restarted child's count restarts
+    assert code == 0
+    for pid in new_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # both children stopped with the supervisor
+
+
+def test_children_that_cannot_start_stop_the_supervisor_with_the_reason(stack: Stack, tmp_path: Path) -> None:
+    settings = stack.unique_topics(
+        model_dir=tmp_path / "no-model-here", metrics_port=free_port_run(2), worker_processes=2
+    )
+    log = tmp_path / "supervisor.log"
+    supervisor = WorkerProcess(settings, log).start()
+    assert supervisor.process is not None
+    try:
+        code = supervisor.process.wait(timeout=180)
+    finally:
+        supervisor.kill()
+    text = log.read_text()
+    assert code == 2, text[-2000:]
+    assert "exited 3 times in a row" in text and "before it became ready" in text, text[-2000:]
+    assert str(tmp_path / "no-model-here") in text  # the children's own error, naming the missing folder
