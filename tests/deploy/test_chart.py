@@ -185,6 +185,7 @@ def test_every_object_of_the_values_schema_is_closed() -> None:
         {"worker": {"settings": {"kafka_sasl_password": "s3cret"}}},
         {"worker": {"settings": {"redis_url": "redis://:s3cret@redis"}}},
         {"worker": {"settings": {"kafka_bootstrap": "elsewhere:9092"}}},
+        {"worker": {"settings": {"worker_processes": 2}}},  # worker.processes, which the replica checks see
     ],
 )
 def test_schema_refuses_credentials_and_managed_settings_in_values(values: dict[str, Any]) -> None:
@@ -412,7 +413,7 @@ def test_without_a_policy_configmap_the_model_policy_is_used() -> None:
 def test_replicas_never_exceed_the_partition_count(scenario: str) -> None:
     manifests = render_scenario(scenario)
     values = merged(scenario)
-    partitions = values["kafka"]["partitions"]
+    partitions = values["kafka"]["partitions"] // values["worker"]["processes"]  # pods the partitions keep busy
     deployment = one(manifests, "Deployment")
     by_kind = {m["kind"]: m for m in manifests}
     if values["autoscaling"]["enabled"]:
@@ -432,6 +433,17 @@ def test_replicas_never_exceed_the_partition_count(scenario: str) -> None:
 def test_max_replicas_default_to_the_partition_count() -> None:
     hpa = one(render({"kafka": {"partitions": 6}, "autoscaling": {"enabled": True}}), "HorizontalPodAutoscaler")
     assert hpa["spec"]["maxReplicas"] == 6
+
+
+def test_worker_processes_reach_the_pod_and_divide_the_partitions() -> None:
+    values = {"kafka": {"partitions": 8}, "worker": {"processes": 3}, "autoscaling": {"enabled": True}}
+    manifests = render(values)
+    assert env_of(worker_container(manifests))["MODERATION_WORKER_PROCESSES"]["value"] == "3"
+    assert one(manifests, "HorizontalPodAutoscaler")["spec"]["maxReplicas"] == 2  # 2 pods x 3 processes <= 8
+    with pytest.raises(
+        HelmRenderError, match=re.escape("replicaCount 3 x worker.processes 3 exceeds kafka.partitions 8")
+    ):
+        render({"kafka": {"partitions": 8}, "worker": {"processes": 3}, "replicaCount": 3})
 
 
 @pytest.mark.parametrize(

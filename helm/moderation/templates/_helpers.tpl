@@ -107,13 +107,14 @@ Name of the policy ConfigMap, or empty when the model's own policy is used.
 {{- end -}}
 
 {{/*
-The most workers autoscaling may run: autoscaling.maxReplicas, or the partition count when it is 0.
+The most pods autoscaling may run: autoscaling.maxReplicas, or when it is 0 as many as the partitions keep busy
+(partitions / worker.processes, at least 1).
 */}}
 {{- define "moderation.maxReplicas" -}}
 {{- if gt (int .Values.autoscaling.maxReplicas) 0 -}}
 {{- .Values.autoscaling.maxReplicas -}}
 {{- else -}}
-{{- .Values.kafka.partitions -}}
+{{- max 1 (div (int .Values.kafka.partitions) (int .Values.worker.processes)) -}}
 {{- end -}}
 {{- end -}}
 
@@ -143,12 +144,13 @@ Checks across values that a JSON schema cannot express; a failed check stops the
 */}}
 {{- define "moderation.validate" -}}
 {{- $partitions := int .Values.kafka.partitions -}}
+{{- $processes := int .Values.worker.processes -}}
 {{- if not .Values.allowReplicasAbovePartitions -}}
-{{- if gt (int .Values.replicaCount) $partitions -}}
-{{- fail (printf "replicaCount %d exceeds kafka.partitions %d: the extra workers would sit idle (set allowReplicasAbovePartitions to allow it)" (int .Values.replicaCount) $partitions) -}}
+{{- if gt (mul (int .Values.replicaCount) $processes) $partitions -}}
+{{- fail (printf "replicaCount %d x worker.processes %d exceeds kafka.partitions %d: the extra workers would sit idle (set allowReplicasAbovePartitions to allow it)" (int .Values.replicaCount) $processes $partitions) -}}
 {{- end -}}
-{{- if gt (int (include "moderation.maxReplicas" .)) $partitions -}}
-{{- fail (printf "autoscaling.maxReplicas %d exceeds kafka.partitions %d: the extra workers would sit idle (set allowReplicasAbovePartitions to allow it)" (int (include "moderation.maxReplicas" .)) $partitions) -}}
+{{- if gt (mul (int (include "moderation.maxReplicas" .)) $processes) $partitions -}}
+{{- fail (printf "autoscaling.maxReplicas %d x worker.processes %d exceeds kafka.partitions %d: the extra workers would sit idle (set allowReplicasAbovePartitions to allow it)" (int (include "moderation.maxReplicas" .)) $processes $partitions) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int (include "moderation.maxReplicas" .))) -}}
