@@ -8,6 +8,7 @@ reads each one's peak resident memory (``VmHWM``) and GPU memory before stopping
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -42,48 +43,35 @@ class Contender(Protocol):
 
 
 class Workers:
-    """``count`` ``moderation worker`` subprocesses in one consumer group, each on its own metrics port."""
+    """``moderation worker`` with ``count`` worker processes in one consumer group: one process, or the supervised
+    processes of ``MODERATION_WORKER_PROCESSES`` (the product's own way to run several on one machine)."""
 
     def __init__(self, settings: Settings, count: int, log_dir: Path, name: str) -> None:
-        self.workers = [
-            WorkerProcess(
-                load_settings(**{**settings.model_dump(), "metrics_port": free_port()}),
-                log_dir / f"{name}-worker{index}.log",
-            )
-            for index in range(count)
-        ]
+        port = free_port(above=count if count > 1 else 0)  # the supervised processes serve just above it
+        self.worker = WorkerProcess(
+            load_settings(**{**settings.model_dump(), "metrics_port": port, "worker_processes": count}),
+            log_dir / f"{name}.log",
+        )
+        self._pids: list[int] = []
 
     def start(self) -> None:
-        for worker in self.workers:
-            worker.start()
+        self.worker.start()
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until every worker's ``/readyz`` answers 200 (model loaded, group joined); polled every 20 ms."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(self.workers)
-        while pending:
-            if time.monotonic() > deadline:
-                raise ModerationError(f"workers not ready within {timeout_s:.0f} s; see {pending[0].log_path}")
-            for worker in list(pending):
-                if worker.process is None or worker.process.poll() is not None:
-                    raise ModerationError(f"a worker exited before it was ready; see {worker.log_path}")
-                with (
-                    contextlib.suppress(OSError),
-                    urllib.request.urlopen(f"{worker.metrics_url}/readyz", timeout=2) as response,
-                ):
-                    if response.status == 200:
-                        pending.remove(worker)
-            time.sleep(0.02)
+        """Until ``/readyz`` answers 200 (every process's model loaded, group joined); polled every 20 ms."""
+        self.worker.wait_ready(timeout_s, poll_s=0.02)
+        if self.worker.settings.worker_processes > 1:
+            with urllib.request.urlopen(f"{self.worker.metrics_url}/healthz", timeout=5) as response:
+                self._pids = [child["pid"] for child in json.loads(response.read())["workers"]]
+        elif self.worker.process is not None:
+            self._pids = [self.worker.process.pid]
 
     def pids(self) -> list[int]:
-        return [worker.process.pid for worker in self.workers if worker.process is not None]
+        """The worker processes (the supervisor, which only watches them, is not among them)."""
+        return list(self._pids)
 
     def stop(self) -> None:
-        for worker in self.workers:
-            if worker.process is not None and worker.process.poll() is None:
-                worker.process.terminate()
-        for worker in self.workers:
-            worker.stop()
+        self.worker.stop()
 
 
 class Baseline:

@@ -34,7 +34,7 @@ class WorkerProcess:
             )
         return self
 
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, poll_s: float = 0.3) -> None:
         """Until ``/readyz`` answers 200: the model is loaded and the group joined."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -46,7 +46,7 @@ class WorkerProcess:
                         return
             except OSError:
                 pass
-            time.sleep(0.3)
+            time.sleep(poll_s)
         raise ModerationError(f"the worker was not ready within {timeout_s:.0f} s; see {self.log_path}")
 
     def scrape(self) -> str:

@@ -52,8 +52,21 @@ async def serve(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
     return runner, bound
 
 
-def free_port() -> int:
-    """A port free on the loopback interface now (another process may take it before it is bound)."""
+def free_port(above: int = 0) -> int:
+    """A port free on the loopback interface now, with the ``above`` ports just above it free too (for a supervisor
+    whose worker processes serve there); another process may take them before they are bound."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = int(sock.getsockname()[1])
+        if all(_port_free(port) for port in range(base + 1, base + 1 + above)):
+            return base
+
+
+def _port_free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

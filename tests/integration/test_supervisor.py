@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -24,19 +23,6 @@ from tests.conftest import FAST_GROUP, Stack
 from tests.support import assert_every_post_accounted_for, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def free_port_run(count: int) -> int:
-    """A free port with the ``count`` ports above it free too (the children's)."""
-    while True:
-        base = free_port()
-        try:
-            for port in range(base + 1, base + 1 + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
 
 
 def get(url: str) -> tuple[int, str]:
@@ -55,7 +41,7 @@ def series(text: str, name: str) -> dict[str, float]:
 def test_two_supervised_workers_lose_nothing_when_one_is_killed(stack: Stack, model_dir: Path, tmp_path: Path) -> None:
     settings = stack.unique_topics(
         model_dir=model_dir,
-        metrics_port=free_port_run(2),
+        metrics_port=free_port(above=2),
         worker_processes=2,
         stores={name: str(path) for name, path in stores().items()},
         **FAST_GROUP,
@@ -95,7 +81,7 @@ def test_two_supervised_workers_lose_nothing_when_one_is_killed(stack: Stack, mo
 
 def test_children_that_cannot_start_stop_the_supervisor_with_the_reason(stack: Stack, tmp_path: Path) -> None:
     settings = stack.unique_topics(
-        model_dir=tmp_path / "no-model-here", metrics_port=free_port_run(2), worker_processes=2
+        model_dir=tmp_path / "no-model-here", metrics_port=free_port(above=2), worker_processes=2
     )
     log = tmp_path / "supervisor.log"
     supervisor = WorkerProcess(settings, log).start()
