@@ -9,7 +9,8 @@ consumer-group member, copy of the models and metrics port. The supervisor
 - restarts a child that exits, after a back-off, and gives up (exit 1, every child stopped) once a child has
   exited :data:`MAX_UNREADY_EXITS` times in a row without becoming ready: a wrong setting or a missing model would
   otherwise restart forever, hidden from the orchestrator;
-- passes SIGTERM and SIGINT on, so every child finishes, publishes and commits its batches in hand;
+- passes SIGTERM and SIGINT on, so every child finishes, publishes and commits its batches in hand; on Linux a
+  child also gets SIGTERM from the kernel if the supervisor itself is killed;
 - serves ``/healthz``, ``/readyz`` (every child ready) and ``/metrics`` (every child's series with a ``worker``
   label, and its own restart counter) on ``MODERATION_METRICS_PORT``, so probes and scrapers see one endpoint, as
   with one process. Child ``i`` serves on that port + 1 + i (on free ports when it is 0).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -78,7 +80,14 @@ class Child:
 
     async def start(self) -> asyncio.subprocess.Process:
         self.ready_since_start = False
-        self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "moderation", "worker", env=self.env)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "moderation",
+            "worker",
+            env=self.env,
+            preexec_fn=functools.partial(_stop_with_parent, os.getpid()) if sys.platform == "linux" else None,
+        )
         log.info(
             "worker process %d started", self.index, extra={"child_pid": self.process.pid, "metrics_port": self.port}
         )
@@ -87,6 +96,17 @@ class Child:
     def terminate(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In a child between fork and exec (Linux): ask the kernel for SIGTERM when the supervisor dies, so a
+    supervisor killed with SIGKILL leaves no orphaned workers consuming beside the ones its restart starts."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def child_ports(settings: Settings) -> list[int]:

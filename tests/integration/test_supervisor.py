@@ -4,10 +4,12 @@ children cannot start."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -94,3 +96,28 @@ def test_children_that_cannot_start_stop_the_supervisor_with_the_reason(stack: S
     assert code == 2, text[-2000:]
     assert "exited 3 times in a row" in text and "before it became ready" in text, text[-2000:]
     assert str(tmp_path / "no-model-here") in text  # the children's own error, naming the missing folder
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux only")
+def test_workers_stop_when_their_supervisor_is_killed(stack: Stack, model_dir: Path, tmp_path: Path) -> None:
+    settings = stack.unique_topics(model_dir=model_dir, metrics_port=free_port(above=2), worker_processes=2)
+    supervisor = WorkerProcess(settings, tmp_path / "supervisor.log").start()
+    pids: list[int] = []
+    try:
+        supervisor.wait_ready()
+        pids = [worker["pid"] for worker in json.loads(get(f"{supervisor.metrics_url}/healthz")[1])["workers"]]
+        supervisor.kill()  # SIGKILL: no chance to pass anything on
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 60), "orphaned workers kept running"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (an orphan's zombie is reaped by init, so a gone one raises)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
