@@ -11,7 +11,8 @@ to verdict, the verdict's ``timings.total_ms``), and the batches the worker made
 stage took per batch): where a post waits at that rate. Usage::
 
     .venv/bin/python bench/profile_worker.py [--posts 640] [--shape inline|ref] [--offered 0] [--threads 0]
-        [--out DIR] [--model models/default] [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
+        [--processes 1] [--out DIR] [--model models/default]
+        [--sources FOLDER (bench/pack.sh's sources/; default: the installed data)]
         [--emulate-gpu (bench/emulate_gpu: the models as a GPU runs them, seen from the host)]
 
 The device is MODERATION_DEVICE's (``bench/gpu.sh`` runs it on CUDA after the benchmark).
@@ -69,9 +70,14 @@ WARM_POSTS = 128
 
 
 def stage_sums(text: str, field: str = "sum") -> dict[str, float]:
-    """``moderation_stage_seconds_<field>`` by stage from a metrics scrape (``sum``: seconds, ``count``: batches)."""
-    pattern = rf'^moderation_stage_seconds_{field}\{{stage="([^"]+)"\}} (\S+)$'
-    return {match[0]: float(match[1]) for match in re.findall(pattern, text, re.M)}
+    """``moderation_stage_seconds_<field>`` by stage from a metrics scrape (``sum``: seconds, ``count``: batches),
+    summed over the worker processes when there are several."""
+    sums: dict[str, float] = {}
+    for labels, value in re.findall(rf"^moderation_stage_seconds_{field}\{{([^}}]*)\}} (\S+)$", text, re.M):
+        stage = re.search(r'stage="([^"]+)"', labels)
+        if stage:
+            sums[stage[1]] = sums.get(stage[1], 0.0) + float(value)
+    return sums
 
 
 def classify(stack: str) -> str:
@@ -88,6 +94,13 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=640)
     parser.add_argument("--shape", choices=("inline", "ref"), default="inline")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes of the product, supervised as MODERATION_WORKER_PROCESSES runs them (py-spy and the "
+        "CPU time by thread follow the first)",
+    )
     parser.add_argument("--contender", choices=("product", "plain", "naive"), default="product")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second (0: no py-spy)")
     parser.add_argument("--offered", type=float, default=0.0, help="posts/s sent while it runs (0: one backlog)")
@@ -116,7 +129,7 @@ def main() -> None:
         plan = Plan(posts=max(args.posts, WARM_POSTS), half_posts=1, naive_posts=1, runs=1)  # enough base images
         sources = folder_sources(args.sources) if args.sources else default_sources()
         bench = Bench(settings, plan, sources, out, echo=print)
-        spec = ContenderSpec("profile", "profile", args.contender, args.shape)
+        spec = ContenderSpec("profile", "profile", args.contender, args.shape, processes=args.processes)
         contender_settings = bench.contender_settings(spec)
         workers = bench.processes(spec, contender_settings)
         started = time.monotonic()
@@ -124,9 +137,10 @@ def main() -> None:
         try:
             workers.wait_ready()
             print(f"worker ready in {time.monotonic() - started:.1f} s (model loading, warm-up, joining the group)")
-            worker = workers.workers[0] if isinstance(workers, Workers) else None
+            worker = workers.worker if isinstance(workers, Workers) else None
             collector, producer = Collector(contender_settings), Producer(contender_settings)
-            pid = workers.pids()[0]
+            pids = workers.pids()
+            pid = pids[0]
             warm = bench.post_set("profile-w", WARM_POSTS, args.shape)
             producer.send(contender_settings.topic_posts, warm)
             collector.collect("profile-w", len(warm), 300)
@@ -175,10 +189,10 @@ def main() -> None:
                     split = {"before its batch started": Latency.of(waited), "in its batch": Latency.of(in_batch)}
                 released = min(sent)
             else:
-                pause([pid])
+                pause(pids)
                 producer.send(contender_settings.topic_posts, posts)
                 cpu_before, threads_before = cpu_seconds(), cpu_seconds(Path(f"/proc/{pid}/task"))
-                resume([pid])
+                resume(pids)
                 released = time.time()
                 published, _ = collector.collect("profile-s", len(posts), 600)
             elapsed = max(published.values()) - released
