@@ -152,6 +152,12 @@ def gpu_memory_bytes() -> dict[int, int]:
 
 def in_subprocess(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` in a fresh spawned process (its own torch threads, allocator and GPU context)."""
+    return in_subprocesses(1, function, *args)[0]
+
+
+def in_subprocesses(count: int, function: Callable[..., T], *args: Any) -> list[T]:
+    """``function(*args)`` in ``count`` fresh spawned processes at once, as ``count`` workers would run."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(function, args)
+    with context.Pool(count) as pool:
+        jobs = [pool.apply_async(function, args) for _ in range(count)]
+        return [job.get() for job in jobs]

@@ -86,6 +86,14 @@ def ratios(result: BenchResult) -> list[tuple[str, float | None, str, bool | Non
             value = _ratio(contender, denominator)
             met = None if value is None else (value > target if op == ">" else value >= target)
             rows.append((f"product (images {shape}) / {label}", value, f"{op} {target:.2f}", met))
+    for contender in result.contenders:
+        layout = result.layout_limits.get(contender.spec.name)
+        if layout:
+            spec = contender.spec
+            value = _ratio(contender, statistics.median(layout))
+            label = f"product (images {spec.shape}, {spec.processes} workers x {spec.threads} thread) / limit"
+            met = None if value is None else value >= TARGET_LIMIT
+            rows.append((f"{label} in the same layout", value, f">= {TARGET_LIMIT:.2f}", met))
     product = _find(result, "product-ref") or _find(result, "product-inline")
     if cuda and product is not None and product.throughput:
         shape = product.spec.shape
@@ -153,6 +161,7 @@ def format_report(result: BenchResult) -> str:
         "|---|---|---:|---:|---|---:|---|---:|---:|",
     ]
     threads = settings["torch_threads"]
+    cuda = str(settings["device"]).startswith("cuda")
     for c in result.contenders:
         spec = c.spec
         rate = Figure.of(c.throughput).format() if c.throughput else "-"
@@ -176,19 +185,25 @@ def format_report(result: BenchResult) -> str:
     scaling.sort(key=lambda c: c.spec.processes)
     if len(scaling) > 1 and scaling[0].throughput:
         base = statistics.median(scaling[0].throughput)
+        layouts = {scaling[0].spec.name: limit_figures(result)["limit"].median} | {
+            name: statistics.median(runs) for name, runs in result.layout_limits.items()
+        }
         lines += [
             "",
             f"### Scaling: worker processes on this machine (images {plan.scaling_shape})",
             "",
-            "| workers | torch threads each | posts/s | speed-up over 1 worker |",
-            "|---:|---:|---:|---:|",
+            "| workers | torch threads each | posts a run | posts/s | speed-up over 1 worker "
+            "| limit in this layout (posts/s) | product / that limit |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in scaling:
             if c.throughput:
-                speedup = statistics.median(c.throughput) / base
+                achieved = statistics.median(c.throughput)
+                layout = layouts.get(c.spec.name)
+                against = f"{layout:,.1f} | {achieved / layout:.2f}" if layout and not cuda else "- | -"
                 lines.append(
-                    f"| {c.spec.processes} | {c.spec.threads or threads} | {Figure.of(c.throughput).format()} "
-                    f"| {speedup:.2f}x |"
+                    f"| {c.spec.processes} | {c.spec.threads or threads} | {c.posts:,} "
+                    f"| {Figure.of(c.throughput).format()} | {achieved / base:.2f}x | {against} |"
                 )
     notes = [f"{c.spec.label}: {note}" for c in result.contenders for note in c.notes]
     problems = [

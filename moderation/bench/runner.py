@@ -66,6 +66,7 @@ from moderation.bench.processes import (
     Workers,
     gpu_memory_bytes,
     in_subprocess,
+    in_subprocesses,
     pause,
     peak_rss_bytes,
     resume,
@@ -151,6 +152,9 @@ class BenchResult:
     started_at: str
     finished_at: str = ""
     loadavg: dict[str, str] = field(default_factory=dict)
+    #: On a CPU, for each contender of several processes: the limit in its layout, posts/s run by run (see
+    #: :meth:`Bench.layout_limit`).
+    layout_limits: dict[str, list[float]] = field(default_factory=dict)
 
 
 def machine_info() -> dict[str, Any]:
@@ -388,11 +392,10 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ limit
     def limit(self) -> LimitRuns:
-        posts = self.post_set("limit", self.plan.posts, "inline")
+        posts, windows = self._limit_inputs()
         self.echo(f"limit: {len(posts.texts)} texts and {len(posts.images)} images, {self.plan.runs} runs ...")
-        text_windows, image_windows = worker_windows(posts.kinds, self.settings.batch_max_size)
         limit: LimitRuns = in_subprocess(
-            measure_limit, self.settings, posts.texts, posts.images, self.plan.runs, text_windows, image_windows
+            measure_limit, self.settings, posts.texts, posts.images, self.plan.runs, *windows
         )
         median = statistics.median
         self.echo(  # as it comes, so a run cut short still shows it
@@ -401,6 +404,27 @@ class Bench:
             f"decode {median(limit.decode_per_s):,.1f} images/s"
         )
         return limit
+
+    def layout_limit(self, spec: ContenderSpec) -> list[float]:
+        """The limit in a contender's layout, posts/s run by run: ``spec.processes`` limit measurements at once,
+        each in its own process with ``spec.threads`` torch threads, summed. Several single-threaded workers on a
+        CPU are compared with this: the one-process limit runs the models on every core in one OpenMP team, a
+        different (and on 2 cores slower) layout."""
+        posts, windows = self._limit_inputs()
+        settings = load_settings(**{**self.settings.model_dump(), "torch_threads": spec.threads})
+        self.echo(f"limit in the layout of {spec.processes} processes x {spec.threads} torch thread(s) ...")
+        runs = in_subprocesses(
+            spec.processes, measure_limit, settings, posts.texts, posts.images, self.plan.runs, *windows
+        )
+        per_process = [r.mix_per_s(posts.text_share, posts.images_per_post) for r in runs]
+        summed = [sum(rates) for rates in zip(*per_process, strict=True)]
+        self.echo(f"  {statistics.median(summed):,.1f} posts/s for the mix (median)")
+        return summed
+
+    def _limit_inputs(self) -> tuple[PostSet, tuple[list[int], list[int]]]:
+        """The limit's posts (one run's worth, inline) and how the worker would group their texts and images."""
+        posts = self.post_set("limit", self.plan.posts, "inline")
+        return posts, worker_windows(posts.kinds, self.settings.batch_max_size)
 
     # ------------------------------------------------------------------------------------------------ contenders
     def contender_settings(self, spec: ContenderSpec) -> Settings:
@@ -577,8 +601,10 @@ def contender_specs(plan: Plan, cpus: int, cuda: bool = False) -> list[Contender
     """The product on each shape, the plain loop, the naive consumer, then the product with more workers.
 
     With several workers on a CPU, each gets ``cpus // workers`` torch threads (at least one), so the workers
-    together use the cores one worker would. With CUDA every worker keeps the CUDA default
-    (``MODERATION_TORCH_THREADS`` resolved), as the models run on the GPU.
+    together use the cores one worker would, and a backlog of ``plan.posts`` posts each (with a count-th of it,
+    filling and draining the pipelines of several processes weighed more than the work). With CUDA every worker
+    keeps the CUDA default (``MODERATION_TORCH_THREADS`` resolved), as the models run on the GPU, and
+    ``--min-run-s`` sizes the runs.
     """
     specs = [ContenderSpec(f"product-{shape}", f"product, images {shape}", "product", shape) for shape in plan.shapes]
     if plan.baselines:
@@ -597,6 +623,7 @@ def contender_specs(plan: Plan, cpus: int, cuda: bool = False) -> list[Contender
                 plan.scaling_shape,
                 processes=count,
                 threads=0 if cuda else max(1, cpus // count),
+                posts=0 if cuda else plan.posts * count,
                 half_load=False,
             )
         )
@@ -675,7 +702,10 @@ def run_bench(
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             cuda = stacked.resolved_device.startswith("cuda")
-            for spec in contender_specs(plan, os.cpu_count() or 1, cuda):
+            specs = contender_specs(plan, os.cpu_count() or 1, cuda)
+            if not cuda:  # on a GPU the processes share one device, and the one-process limit is the GPU's
+                result.layout_limits = {s.name: bench.layout_limit(s) for s in specs if s.processes > 1}
+            for spec in specs:
                 result.contenders.append(bench.run_contender(spec))
             result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             result.loadavg = {"start": started_load, "end": loadavg()}

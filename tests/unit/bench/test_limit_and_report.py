@@ -50,6 +50,9 @@ def test_contender_specs_split_the_cores() -> None:
     threads = {spec.name: spec.threads for spec in specs}
     assert threads["product-inline-2w"] == 1 and threads["product-inline-4w"] == 1
     assert contender_specs(Plan(), cpus=16)[-1].threads == 4
+    posts = {spec.name: spec.posts for spec in specs}  # on a CPU each of N processes a backlog of plan.posts
+    assert posts["product-inline-2w"] == 2 * Plan().posts and posts["product-inline-4w"] == 4 * Plan().posts
+    assert contender_specs(Plan(), cpus=16, cuda=True)[-1].posts == 0  # sized by --min-run-s there
     assert contender_specs(Plan(), cpus=16, cuda=True)[-1].threads == 0  # the CUDA default, for every worker
     quick = contender_specs(Plan.quick(), cpus=2)
     assert [spec.name for spec in quick][-1] == "product-inline-2w"
@@ -142,13 +145,30 @@ def test_report_and_json() -> None:
     assert "drains in" not in report
     result.plan = replace(result.plan, min_run_s=8.0)
     assert "as many as each contender drains in 8 s" in format_report(result)
-    assert "### Scaling" in report and "| 2 | 2 | 60.0 [59.0-61.0] | 1.30x |" in report
+    assert "### Scaling" in report and "| 2 | 2 | 320 | 60.0 [59.0-61.0] | 1.30x | - | - |" in report
     assert "RANDOMLY INITIALISED" not in report
     result.machine["weights"] = "random"
     assert "RANDOMLY INITIALISED" in format_report(result)
     payload = json.loads(to_json(result))
     assert payload["figures"]["limit"]["median"] == pytest.approx(50.0)
     assert payload["contenders"][0]["throughput"] == [46.0, 45.0, 47.0]
+
+
+def test_several_workers_are_compared_with_the_limit_in_their_layout() -> None:
+    result = _result()
+    two = result.contenders[-1]
+    two.spec = replace(two.spec, threads=1)
+    assert not any("same layout" in label for label, *_ in ratios(result))  # none measured: no row
+    result.layout_limits = {"product-inline-2w": [64.0, 62.0, 66.0]}
+    rows = {label: (value, met) for label, value, _, met in ratios(result)}
+    assert rows["product (images inline, 2 workers x 1 thread) / limit in the same layout"] == (
+        pytest.approx(60 / 64),
+        True,
+    )
+    report = format_report(result)
+    assert "| 1 | 2 | 320 | 46.0 [45.0-47.0] | 1.00x | 50.0 | 0.92 |" in report  # the one-process limit
+    assert "| 2 | 1 | 320 | 60.0 [59.0-61.0] | 1.30x | 64.0 | 0.94 |" in report
+    assert json.loads(to_json(result))["layout_limits"] == {"product-inline-2w": [64.0, 62.0, 66.0]}
 
 
 def test_backlog_size() -> None:
