@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
@@ -47,7 +48,7 @@ class Arrivals:
     settings: Settings
     times: list[float] = field(default_factory=list)
     verdicts: list[dict[str, object]] = field(default_factory=list)
-    dead_letters: list[dict[str, object]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)  # dead_letter.v1 documents
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -72,10 +73,7 @@ class Arrivals:
         return len(self.times)
 
     def keys(self) -> set[str]:
-        return {str(v["post_id"]) for v in self.verdicts} | {
-            str(d["source"]["key"])
-            for d in self.dead_letters  # type: ignore[index]
-        }
+        return {str(v["post_id"]) for v in self.verdicts} | {str(d["source"]["key"]) for d in self.dead_letters}
 
     def wait_for(self, condition: str, predicate: Callable[[], object], timeout_s: float = 240.0) -> None:
         if not wait_until(predicate, timeout_s):
@@ -153,8 +151,7 @@ def finish(run: FaultRun, stream: SampleStream, arrivals: Arrivals, settings: Se
     run.lost = len(expected - arrivals.keys())
     assert run.lost == 0 and run.contradictory == 0
     assert {k: r.value for k, r in stream.expected_rejections.items()} == {
-        str(d["source"]["key"]): d["reason"]
-        for d in arrivals.dead_letters  # type: ignore[index]
+        str(d["source"]["key"]): d["reason"] for d in arrivals.dead_letters
     }
     return run
 
