@@ -6,7 +6,8 @@ models allow 16,000), so several processes share the device; on a CPU one single
 the cores a little better than one worker with a thread per core. Each child is an ordinary worker: its own
 consumer-group member, copy of the models and metrics port. The supervisor
 
-- restarts a child that exits, after a back-off, and gives up (exit 1, every child stopped) once a child has
+- restarts a child that exits, after a back-off, and gives up (every child stopped, ``moderation worker`` exits
+  with status 2) once a child has
   exited :data:`MAX_UNREADY_EXITS` times in a row without becoming ready: a wrong setting or a missing model would
   otherwise restart forever, hidden from the orchestrator;
 - passes SIGTERM and SIGINT on, so every child finishes, publishes and commits its batches in hand; on Linux a
@@ -70,13 +71,13 @@ class Child:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    @property
     def pid(self) -> int | None:
         """The running process's id; None while it is down."""
         return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
 
     async def start(self) -> asyncio.subprocess.Process:
         self.ready_since_start = False
@@ -94,7 +95,7 @@ class Child:
         return self.process
 
     def terminate(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+        if self.process is not None and self.running:
             self.process.send_signal(signal.SIGTERM)
 
 
@@ -140,21 +141,20 @@ def child_env(settings: Settings, port: int, torch_threads: int) -> dict[str, st
     return env
 
 
-def merge_expositions(children: Sequence[tuple[str, str]], own: str) -> bytes:
+def merge_expositions(children: Sequence[tuple[str, str]], own: CollectorRegistry) -> bytes:
     """One Prometheus exposition from the children's, ``(worker label, text)`` each, with every sample labelled
-    ``worker``, and the supervisor's own (``own``, already labelled) beside them."""
+    ``worker``, and the supervisor's own registry (already labelled) beside them."""
     families: dict[str, Metric] = {}
-    for worker, text in [*children, (None, own)]:
+    for worker, text in children:
         for family in text_string_to_metric_families(text):
             merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
             merged.samples.extend(
-                s if worker is None else Sample(s.name, {**s.labels, "worker": worker}, s.value, s.timestamp)
-                for s in family.samples
+                Sample(s.name, {**s.labels, "worker": worker}, s.value, s.timestamp) for s in family.samples
             )
 
     class Merged:
         def collect(self) -> list[Metric]:
-            return list(families.values())
+            return [*families.values(), *own.collect()]
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Merged())  # type: ignore[arg-type]
@@ -240,30 +240,28 @@ class Supervisor:
                     child.ready_since_start = await self._child_ready(session, child)
             await asyncio.sleep(READY_POLL_S)
 
-    @staticmethod
-    async def _child_ready(session: aiohttp.ClientSession, child: Child) -> bool:
-        if not child.running:
-            return False
-        try:
-            async with session.get(f"{child.url}/readyz") as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+    @classmethod
+    async def _child_ready(cls, session: aiohttp.ClientSession, child: Child) -> bool:
+        answer = await cls._get(session, child, "readyz")
+        return answer is not None and answer[0] == 200
 
-    async def _child_metrics(self, session: aiohttp.ClientSession, child: Child) -> tuple[str, str] | None:
+    @staticmethod
+    async def _get(session: aiohttp.ClientSession, child: Child, route: str) -> tuple[int, str] | None:
+        """A running child's ``/route``: its status and body, or None while it is down or not answering (starting
+        or restarting: its series are then missing from a scrape, as a restarted pod's are)."""
         if not child.running:
             return None
         try:
-            async with session.get(f"{child.url}/metrics") as response:
-                return str(child.index), await response.text()
+            async with session.get(f"{child.url}/{route}") as response:
+                return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError):
-            return None  # starting or restarting: its series are missing from this scrape, as a restarted pod's
+            return None
 
     def _app(self, session: aiohttp.ClientSession) -> web.Application:
         async def scrape(_: web.Request) -> web.Response:
-            texts = await asyncio.gather(*(self._child_metrics(session, child) for child in self.children))
-            own = generate_latest(self.metrics.registry).decode()
-            body = merge_expositions([text for text in texts if text is not None], own)
+            answers = await asyncio.gather(*(self._get(session, child, "metrics") for child in self.children))
+            texts = [(str(child.index), a[1]) for child, a in zip(self.children, answers, strict=True) if a is not None]
+            body = merge_expositions(texts, self.metrics.registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def healthz(_: web.Request) -> web.Response:

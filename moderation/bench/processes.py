@@ -8,14 +8,12 @@ reads each one's peak resident memory (``VmHWM``) and GPU memory before stopping
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -60,11 +58,7 @@ class Workers:
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Until ``/readyz`` answers 200 (every process's model loaded, group joined); polled every 20 ms."""
         self.worker.wait_ready(timeout_s, poll_s=0.02)
-        if self.worker.settings.worker_processes > 1:
-            with urllib.request.urlopen(f"{self.worker.metrics_url}/healthz", timeout=5) as response:
-                self._pids = [child["pid"] for child in json.loads(response.read())["workers"]]
-        elif self.worker.process is not None:
-            self._pids = [self.worker.process.pid]
+        self._pids = [pid for pid in self.worker.worker_pids() if pid is not None]
 
     def pids(self) -> list[int]:
         """The worker processes (the supervisor, which only watches them, is not among them)."""

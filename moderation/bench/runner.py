@@ -26,6 +26,7 @@ shared by all contenders but every contender has its own topics and group.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -392,7 +393,7 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ limit
     def limit(self) -> LimitRuns:
-        posts, windows = self._limit_inputs()
+        posts, windows = self.limit_inputs
         self.echo(f"limit: {len(posts.texts)} texts and {len(posts.images)} images, {self.plan.runs} runs ...")
         limit: LimitRuns = in_subprocess(
             measure_limit, self.settings, posts.texts, posts.images, self.plan.runs, *windows
@@ -410,7 +411,7 @@ class Bench:
         each in its own process with ``spec.threads`` torch threads, summed. Several single-threaded workers on a
         CPU are compared with this: the one-process limit runs the models on every core in one OpenMP team, a
         different (and on 2 cores slower) layout."""
-        posts, windows = self._limit_inputs()
+        posts, windows = self.limit_inputs
         settings = load_settings(**{**self.settings.model_dump(), "torch_threads": spec.threads})
         self.echo(f"limit in the layout of {spec.processes} processes x {spec.threads} torch thread(s) ...")
         runs = in_subprocesses(
@@ -421,8 +422,10 @@ class Bench:
         self.echo(f"  {statistics.median(summed):,.1f} posts/s for the mix (median)")
         return summed
 
-    def _limit_inputs(self) -> tuple[PostSet, tuple[list[int], list[int]]]:
-        """The limit's posts (one run's worth, inline) and how the worker would group their texts and images."""
+    @functools.cached_property
+    def limit_inputs(self) -> tuple[PostSet, tuple[list[int], list[int]]]:
+        """The limit's posts (one run's worth, inline) and how the worker would group their texts and images: made
+        once, for the limit and every layout limit."""
         posts = self.post_set("limit", self.plan.posts, "inline")
         return posts, worker_windows(posts.kinds, self.settings.batch_max_size)
 

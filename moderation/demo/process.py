@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -48,6 +49,14 @@ class WorkerProcess:
                 pass
             time.sleep(poll_s)
         raise ModerationError(f"the worker was not ready within {timeout_s:.0f} s; see {self.log_path}")
+
+    def worker_pids(self) -> list[int | None]:
+        """The processes doing the work: with ``MODERATION_WORKER_PROCESSES`` above 1 the supervised children (None
+        for one that is down, from the supervisor's ``/healthz``), else this process."""
+        if self.settings.worker_processes == 1:
+            return [self.process.pid if self.process is not None else None]
+        with urllib.request.urlopen(f"{self.metrics_url}/healthz", timeout=5) as response:
+            return [child["pid"] for child in json.loads(response.read())["workers"]]
 
     def scrape(self) -> str:
         with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=5) as response:

@@ -66,7 +66,7 @@ def test_merged_exposition_labels_each_childs_series_and_keeps_the_supervisors()
     own = SupervisorMetrics()
     own.worker_restarts.labels(worker="1").inc()
     merged = merge_expositions(
-        [("0", child_exposition(3, 0.01)), ("1", child_exposition(4, 0.2))], generate_latest(own.registry).decode()
+        [("0", child_exposition(3, 0.01)), ("1", child_exposition(4, 0.2))], own.registry
     ).decode()
     families = {family.name: family for family in text_string_to_metric_families(merged)}
     assert len(families) == len(list(text_string_to_metric_families(merged)))  # each family once
@@ -84,6 +84,6 @@ def test_merged_exposition_labels_each_childs_series_and_keeps_the_supervisors()
 
 
 def test_merged_exposition_of_no_children_is_the_supervisors_alone() -> None:
-    own = generate_latest(SupervisorMetrics().registry).decode()
+    own = SupervisorMetrics().registry
     names = {family.name for family in text_string_to_metric_families(merge_expositions([], own).decode())}
     assert names == {"moderation_worker_restarts"}
