@@ -14,7 +14,7 @@ test: lint unit  ## lint, type-check and run the default test suite (what CI run
 lint: $(STAMP)
 	$(BIN)/ruff check moderation tests
 	$(BIN)/ruff format --check moderation tests
-	$(BIN)/mypy moderation
+	$(BIN)/mypy moderation tests
 
 unit: $(STAMP)
 	$(BIN)/pytest

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -32,7 +33,7 @@ def start_worker(
     return worker
 
 
-def read_all(settings: Settings, topic: str) -> list[dict[str, object]]:
+def read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,

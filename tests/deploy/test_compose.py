@@ -38,7 +38,8 @@ def services() -> dict[str, dict[str, Any]]:
 def built_from(service: dict[str, Any]) -> Path | None:
     """The Dockerfile a service builds, or that built the image it names."""
     if "build" in service:
-        return (COMPOSE_FILE.parent / service["build"]["context"]).resolve() / service["build"]["dockerfile"]
+        build: dict[str, str] = service["build"]
+        return (COMPOSE_FILE.parent / build["context"]).resolve() / build["dockerfile"]
     for other in services().values():
         if "build" in other and other.get("image") == service.get("image"):
             return built_from(other)

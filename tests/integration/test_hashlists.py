@@ -219,7 +219,10 @@ def test_a_list_change_reaches_a_running_worker(
     cli(stack, namespace, "remove", "--list", "photos", str(original))
     produce_messages(settings, [message], settings.topic_posts)
     third = verdicts.wait_for(lambda d: d["post_id"] == "change-1")
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("timings", "published_at")}  # noqa: E731
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in ("timings", "published_at")}
+
     assert strip(third) == strip(first), "unlisted again: the first decision is replayed"
 
 

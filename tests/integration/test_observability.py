@@ -54,7 +54,7 @@ def test_metrics_move_by_the_expected_amounts_and_lag_drains(
     stream = build_sample_stream(40, seed=5, run_id="obs", shapes=(("text", 0.6), ("neither", 0.2), ("malformed", 0.2)))
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        statuses = []
+        statuses: list[int] = []
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and (not statuses or statuses[-1] != 200):
             status = readyz(worker.metrics_url)

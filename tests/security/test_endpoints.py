@@ -186,7 +186,7 @@ def test_messages_can_only_reference_configured_stores_never_urls(tmp_path_facto
         "//example.com/a.png",
         "\\\\server\\share\\a.png",
     ]
-    reasons = {}
+    reasons: dict[ReasonCode, int] = {}
     for url in urls:
         documents = [
             post("u", images=[ref(url)]),

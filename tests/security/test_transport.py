@@ -122,6 +122,7 @@ def test_rediss_url_builds_a_verifying_tls_connection_with_the_ca_from_the_url()
     assert kwargs["ssl_ca_certs"] == "/etc/moderation/redis-ca.pem"
     assert kwargs["password"] == REDIS_PASSWORD
     connection = pool.make_connection()
+    assert isinstance(connection, redis.SSLConnection)
     assert connection.cert_reqs == ssl.CERT_REQUIRED and connection.check_hostname
 
 

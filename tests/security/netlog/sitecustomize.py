@@ -14,10 +14,11 @@ from typing import Any
 _LOG = os.environ.get("SECURITY_TEST_NETLOG")
 
 if _LOG:
+    _log_path: str = _LOG  # narrowed here: mypy does not carry the narrowing of a global into the function below
     _connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
 
     def _record(line: str) -> None:
-        with open(_LOG, "a", encoding="utf-8") as handle:
+        with open(_log_path, "a", encoding="utf-8") as handle:
             handle.write(f"{os.getpid()} {line}\n")
 
     def _logged_connect(sock: socket.socket, address: Any) -> None:
@@ -32,6 +33,7 @@ if _LOG:
         _record(f"lookup {host!r}")
         return _getaddrinfo(host, *args, **kwargs)
 
-    socket.socket.connect = _logged_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _logged_connect_ex  # type: ignore[method-assign]
+    # typeshed declares these on _socket.socket, so a wrapper taking the socket.socket it patches reads as narrower
+    socket.socket.connect = _logged_connect  # type: ignore[method-assign, assignment]
+    socket.socket.connect_ex = _logged_connect_ex  # type: ignore[method-assign, assignment]
     socket.getaddrinfo = _logged_getaddrinfo

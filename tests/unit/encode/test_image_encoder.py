@@ -114,7 +114,9 @@ def _check_mixed(results: list[torch.Tensor | DecodeError], one_by_one: list[tor
             assert torch.allclose(got.cpu(), alone.cpu(), atol=1e-5)
 
 
-def _one_by_one(encoder: ImageEncoder, batch: list[tuple[bytes, str | None]], limits: ImageLimits) -> list:
+def _one_by_one(
+    encoder: ImageEncoder, batch: list[tuple[bytes, str | None]], limits: ImageLimits
+) -> list[torch.Tensor | DecodeError]:
     out: list[torch.Tensor | DecodeError] = []
     for data, declared_type in batch:
         try:

@@ -21,7 +21,10 @@ def test_hex_words_round_trip_and_hamming() -> None:
     words = random_hashes(5, rng)
     assert np.array_equal(hex_to_words(words_to_hex(words)), words)
     a, b = words_to_hex(words[:2])
-    bits = lambda h: bin(int(h, 16))[2:].zfill(256)  # noqa: E731
+
+    def bits(h: str) -> str:
+        return bin(int(h, 16))[2:].zfill(256)
+
     assert hamming(a, b) == sum(x != y for x, y in zip(bits(a), bits(b), strict=True))
     assert popcount_rows(words ^ words).tolist() == [0] * 5
 

@@ -16,7 +16,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def exposed_names() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for family in [*Metrics().registry.collect(), *SupervisorMetrics().registry.collect()]:
         names.update(family.name + suffix for suffix in SUFFIXES[family.type])
     return names
