@@ -54,10 +54,9 @@ def wait_for_quiet(threshold: float, max_wait_s: float, interval_s: float = 60.0
 @click.option(
     "--min-run-s",
     type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Enlarge each contender's runs to last about this long, sized by an uncounted burst (0: sizes as given). "
-    "For GPUs, where a fixed backlog drains in under a second.",
+    default=None,
+    help="Enlarge each contender's runs to last about this long, sized by an uncounted burst, so that filling and "
+    "draining the pipeline weigh little in a saturation figure (default 10; quick 0; 0: sizes as given).",
 )
 @click.option(
     "--workers",
@@ -110,7 +109,7 @@ def bench(
     posts: int | None,
     half_posts: int | None,
     naive_posts: int | None,
-    min_run_s: float,
+    min_run_s: float | None,
     workers: tuple[int, ...] | None,
     shapes: tuple[str, ...],
     scaling_shape: Shape | None,
@@ -143,7 +142,7 @@ def bench(
         posts=posts or plan.posts,
         half_posts=half_posts or plan.half_posts,
         naive_posts=naive_posts or plan.naive_posts,
-        min_run_s=min_run_s,
+        min_run_s=plan.min_run_s if min_run_s is None else min_run_s,
         workers=workers or plan.workers,
         shapes=shapes,  # type: ignore[arg-type]
         scaling_shape=scaling_shape or ("inline" if "inline" in shapes else "ref"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from moderation.bench.posts import image_count, text_count
@@ -49,6 +49,16 @@ class LimitRuns:
     texts: int
     images: int
     peak_gpu_bytes: int | None
+
+    def joined(self, later: LimitRuns) -> LimitRuns:
+        """These runs and a later measurement's runs of the same inputs, as one set."""
+        return replace(
+            self,
+            text_per_s=self.text_per_s + later.text_per_s,
+            image_per_s=self.image_per_s + later.image_per_s,
+            decode_per_s=self.decode_per_s + later.decode_per_s,
+            peak_gpu_bytes=max(self.peak_gpu_bytes or 0, later.peak_gpu_bytes or 0) or None,
+        )
 
     def mix_per_s(self, text_share: float, images_per_post: float) -> list[float]:
         """The mix's limit (posts/s) for each run, pairing that run's text and image rates."""

@@ -107,6 +107,27 @@ def ratios(result: BenchResult) -> list[tuple[str, float | None, str, bool | Non
     return rows
 
 
+def _limit_ends(result: BenchResult) -> list[str]:
+    """Where the limits were measured at both ends of the run: each limit at the start and at the end, and a note."""
+    start = result.limit_runs_at_start
+    if not start:
+        return []
+    ends = {"the limit for the mix": result.limit.mix_per_s(result.mix["text_share"], result.mix["images_per_post"])}
+    for contender in result.contenders:
+        if runs := result.layout_limits.get(contender.spec.name):
+            ends[f"the limit in the layout {contender.spec.processes} x {contender.spec.threads} thread"] = runs
+    return [
+        *(
+            f"| {label}, at the start / at the end of the run (posts/s) "
+            f"| {Figure.of(runs[:start]).format()} / {Figure.of(runs[start:]).format()} |"
+            for label, runs in ends.items()
+        ),
+        "",
+        f"The limits were measured at both ends of the run ({start} run(s) at each end), before the first contender "
+        "and after the last; the figures above and the ratios below take the runs of both ends together.",
+    ]
+
+
 def format_report(result: BenchResult) -> str:
     """The whole report as Markdown."""
     machine, settings, plan = result.machine, result.settings, result.plan
@@ -152,6 +173,7 @@ def format_report(result: BenchResult) -> str:
         f"{result.mix['images_per_post']:.2f} / image) | **{figures['limit'].format()}** |",
         f"| image decode to model input, one thread (images/s), beside the limit | {figures['decode'].format()} |",
         f"| the mix with decode added in series (posts/s), for reference | {figures['limit_with_decode'].format()} |",
+        *_limit_ends(result),
         "",
         "### Throughput and latency",
         "",

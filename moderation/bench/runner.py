@@ -99,14 +99,18 @@ class Plan:
     baselines: bool = True
     seed: int = 0
     run_timeout_s: float = 600.0
-    # Each run lasts at least this long (0: sizes as given). At GPU rates a fixed backlog drains in well under a
-    # second, and the first batch's latency then dominates the figure: an uncounted sizing burst measures the
-    # contender's rate, and its saturation and half-load runs are enlarged to last this long.
-    min_run_s: float = 0.0
+    # Each run lasts at least this long (0: sizes as given): an uncounted sizing burst measures the contender's
+    # rate, and its saturation and half-load runs are enlarged to last this long. A backlog's clock includes
+    # filling and draining the worker's pipeline (its first batch waits for the prepare step, its last for
+    # publishing), which a saturated stream does not pay. On a 2-core CPU the product drained 320 inline posts
+    # (3.5 s) at 91 posts/s and 1,280 at 100, the plain loop (no pipeline) at 95 and 97 (medians of 3, alternating;
+    # docs/BENCHMARKS.md). At GPU rates a fixed backlog drains in well under a second and the first batch's latency
+    # dominates the figure.
+    min_run_s: float = 10.0
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(posts=24, half_posts=12, naive_posts=8, runs=1, workers=(1, 2))
+        return cls(posts=24, half_posts=12, naive_posts=8, runs=1, workers=(1, 2), min_run_s=0.0)
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,9 @@ class BenchResult:
     #: On a CPU, for each contender of several processes: the limit in its layout, posts/s run by run (see
     #: :meth:`Bench.layout_limit`).
     layout_limits: dict[str, list[float]] = field(default_factory=dict)
+    #: On a CPU the limits are measured at both ends of the run (see :func:`run_bench`): how many of
+    #: ``limit``'s runs (and of each layout limit's) came before the contenders; 0 where all did.
+    limit_runs_at_start: int = 0
 
 
 def machine_info() -> dict[str, Any]:
@@ -706,10 +713,20 @@ def run_bench(
             )
             cuda = stacked.resolved_device.startswith("cuda")
             specs = contender_specs(plan, os.cpu_count() or 1, cuda)
+            several = [spec for spec in specs if spec.processes > 1]
             if not cuda:  # on a GPU the processes share one device, and the one-process limit is the GPU's
-                result.layout_limits = {s.name: bench.layout_limit(s) for s in specs if s.processes > 1}
+                result.layout_limits = {spec.name: bench.layout_limit(spec) for spec in several}
             for spec in specs:
                 result.contenders.append(bench.run_contender(spec))
+            if not cuda:
+                # A shared CPU's speed drifts over the run's 20 minutes (the limit of runs at the same code was
+                # 115-136 posts/s): the limits measured again at the end, and each ratio taken against the
+                # runs of both ends, bracket the contenders instead of leaning on the first minute. A GPU loan is
+                # short and the machine is not shared.
+                result.limit_runs_at_start = len(limit.text_per_s)
+                result.limit = limit.joined(bench.limit())
+                for spec in several:
+                    result.layout_limits[spec.name] += bench.layout_limit(spec)
             result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             result.loadavg = {"start": started_load, "end": loadavg()}
             return result

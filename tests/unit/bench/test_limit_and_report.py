@@ -83,7 +83,7 @@ def _result() -> BenchResult:
 
     return BenchResult(
         machine={"cpu": "test cpu", "nproc": 2, "memory": "8 GiB", "python": "3.11", "torch": "2", "date": "today"},
-        plan=Plan(runs=3),
+        plan=Plan(runs=3, min_run_s=0.0),
         settings={
             "device": "cpu",
             "torch_threads": 2,
@@ -148,8 +148,9 @@ def test_report_and_json() -> None:
     assert "**limit for the mix** (posts/s)" in report
     assert "| product-inline | 1 x 2 | 320 / - | 46.0 [45.0-47.0] |" in report
     assert "drains in" not in report
-    result.plan = replace(result.plan, min_run_s=8.0)
-    assert "as many as each contender drains in 8 s" in format_report(result)
+    result.plan = replace(result.plan, min_run_s=Plan().min_run_s)  # the default: runs sized by time
+    assert f"as many as each contender drains in {Plan().min_run_s:g} s" in format_report(result)
+    assert Plan.quick().min_run_s == 0
     assert "### Scaling" in report and "| 2 | 2 | 320 | 60.0 [59.0-61.0] | 1.30x | - | - |" in report
     assert "RANDOMLY INITIALISED" not in report
     result.machine["weights"] = "random"
@@ -173,6 +174,29 @@ def test_several_workers_are_compared_with_the_limit_in_their_layout() -> None:
     assert "| 1 | 2 | 320 | 46.0 [45.0-47.0] | 1.00x | 50.0 | 0.92 |" in report  # the one-process limit
     assert "| 2 | 1 | 320 | 60.0 [59.0-61.0] | 1.30x | 64.0 | 0.94 |" in report
     assert json.loads(to_json(result))["layout_limits"] == {"product-inline-2w": [64.0, 62.0, 66.0]}
+
+
+def test_limits_measured_at_both_ends_are_reported_apart_and_used_together() -> None:
+    result = _result()
+    two = result.contenders[-1]
+    two.spec = replace(two.spec, threads=1)
+    result.layout_limits = {"product-inline-2w": [64.0, 62.0, 66.0]}
+    assert "at the start / at the end" not in format_report(result)  # measured once: no such rows
+    end = replace(result.limit, text_per_s=[80.0] * 3, image_per_s=[40.0] * 3, decode_per_s=[150.0] * 3)
+    result.limit, result.limit_runs_at_start = result.limit.joined(end), 3
+    result.layout_limits["product-inline-2w"] += [52.0, 50.0, 54.0]
+    report = format_report(result)
+    # 0.8 texts and 0.6 images a post; start 1 / (0.8 / 100 + 0.6 / 50) = 50 (45-55), end 1 / (0.8 / 80 + 0.6 / 40)
+    ends = "at the start / at the end of the run (posts/s)"
+    assert f"| the limit for the mix, {ends} | 50.0 [45.0-55.0] / 40.0 [40.0-40.0] |" in report
+    assert f"| the limit in the layout 2 x 1 thread, {ends} | 64.0 [62.0-66.0] / 52.0 [50.0-54.0] |" in report
+    assert "(3 run(s) at each end)" in report
+    combined = limit_figures(result)["limit"]
+    assert combined.median == pytest.approx((40.0 + 45.0) / 2)  # the median of all six runs
+    rows = {label: value for label, value, _, _ in ratios(result)}
+    assert rows["product (images inline) / limit"] == pytest.approx(46 / combined.median)
+    assert rows["product (images inline, 2 workers x 1 thread) / limit in the same layout"] == pytest.approx(60 / 58)
+    assert json.loads(to_json(result))["limit_runs_at_start"] == 3
 
 
 def test_backlog_size() -> None:
